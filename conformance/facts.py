@@ -1,0 +1,93 @@
+"""Facts on the controller side: gathered once per host per run, through the host's probe.
+
+The probe side (conformance/probe/facts.py) reads the kernel, cgroup layout, overlay parameters and
+tool versions; this module asks for them, tells reachable hosts from unreachable ones, and reads
+values out of the facts for skips and report headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance.hosts import Host, HostError
+from conformance.scenarios import Scenario
+from conformance.transport import ProbeClient
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(slots=True)
+class HostFacts:
+    """Every selected host, its probe client, its facts, and why a host could not be reached."""
+
+    clients: dict[str, ProbeClient] = field(default_factory=dict)
+    facts: dict[str, JsonDict] = field(default_factory=dict)
+    unreachable: dict[str, str] = field(default_factory=dict)
+    specs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reachable(self) -> list[str]:
+        """Names of the hosts that answered, sorted."""
+        return sorted(self.facts)
+
+
+def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
+    """Ask each host for its facts; a host that fails this is unreachable for the whole run."""
+    found = HostFacts()
+    for host in hosts:
+        found.specs[host.name] = host.spec
+        client = ProbeClient(host, short_id, timeout)
+        try:
+            observation = client.call([Scenario("facts.gather")], "kernel")[0]
+        except HostError as exc:
+            found.unreachable[host.name] = str(exc)
+            continue
+        if not observation.ok:
+            error = (observation.error or {}).get("error", "unknown error")
+            found.unreachable[host.name] = f"{host.name}: the probe could not gather facts: {error}"
+            continue
+        found.clients[host.name] = client
+        found.facts[host.name] = dict(observation.data)
+    return found
+
+
+def lookup(facts: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    """A value by dotted path, e.g. lookup(facts, 'cgroup.mode')."""
+    node: Any = facts
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def one_line(name: str, facts: Mapping[str, Any]) -> str:
+    """A host in one line, for the pytest header and the CLI."""
+    distro = lookup(facts, "distro.pretty_name", "unknown distro")
+    tools = ", ".join(f"{t} {v['version']}" for t, v in sorted((facts.get("tools") or {}).items())
+                      if v.get("present") and v.get("version"))
+    return (f"{name}: {distro}, kernel {lookup(facts, 'kernel.release')} {facts.get('arch')}, "
+            f"cgroup {lookup(facts, 'cgroup.mode')}, {tools or 'no container tools'}")
+
+
+#: Named requirements for @pytest.mark.requires(...): name -> (test on facts, skip reason).
+REQUIREMENTS: dict[str, tuple[str, Any, str]] = {
+    "overlay": ("overlay.listed", True, "the kernel has no overlay filesystem"),
+    "userxattr": ("overlay.userxattr", True, "overlay userxattr needs kernel 5.11 or later"),
+    "cgroup-v2": ("cgroup.mode", "v2", "the host does not run the unified cgroup v2 hierarchy"),
+    "seccomp": ("security.seccomp.supported", True, "the kernel has no seccomp"),
+}
+
+
+def unmet(requirement: str, facts: Mapping[str, Any]) -> str | None:
+    """Why a requirement is not met on a host, or None when it is; tool:NAME asks for a tool."""
+    if requirement.startswith("tool:"):
+        tool = requirement.removeprefix("tool:")
+        present = lookup(facts, f"tools.{tool}.present", False)
+        return None if present else f"{tool} is not installed on this host"
+    if requirement not in REQUIREMENTS:
+        raise KeyError(f"unknown requirement {requirement!r}; known: {', '.join(REQUIREMENTS)}, tool:NAME")
+    path, wanted, reason = REQUIREMENTS[requirement]
+    return None if lookup(facts, path) == wanted else f"{reason} ({path} = {lookup(facts, path)!r})"

@@ -1,0 +1,374 @@
+"""pytest glue: options, markers, parametrisation over (host, implementation), verdicts, the report.
+
+Hosts come from testinfra's own options (--hosts, --ansible-inventory, ...). Each test marked with
+@pytest.mark.clause(ID) and taking the `target` fixture runs once for every reachable host and every
+selected implementation that offers the clause's area, plus, with --faults, once for each
+deliberately faulty variant of that clause. State lives in config.stash, never in module globals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import drivers as registry
+from conformance import facts as host_facts
+from conformance.clauses import AREAS, Catalogue, Clause, load_catalogue
+from conformance.deviations import Deviation, find, load
+from conformance.hosts import HostSelectionError, resolve
+from conformance.results import Collector, document
+from conformance.scenarios import Scenario
+from conformance.target import Target, TargetParam
+from conformance.verdict_rules import decide
+from conformance.verdicts import Level, Verdict
+
+IMPL_HELP = "implementation to check (repeatable; default: every registered one)"
+AREA_HELP = f"area to check (repeatable; one of {', '.join(AREAS)}; default: all)"
+LEVEL_HELP = "compliance level: failures of clauses below it are reported as warn (MUST, SHOULD or MAY)"
+REPORT_DIR_HELP = "write results.json, junit.xml, report.html and summary.md under DIR/<run-id>/"
+FAULTS_HELP = "also run each clause's deliberately faulty implementation variants (the suite's teeth)"
+PROBE_TIMEOUT_HELP = "seconds one probe call may take on a host before it is stopped and cleaned up"
+DEVIATIONS_HELP = "known deviations file (default: the package's deviations.yaml)"
+
+RESULT_PROPERTY = "conformance"
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything one run knows, kept in config.stash."""
+
+    run_id: str
+    short_id: str
+    started: dt.datetime
+    level: Level
+    areas: tuple[str, ...]
+    impls: list[str]
+    catalogue: Catalogue
+    deviations: list[Deviation]
+    drivers: dict[str, registry.Driver]
+    hosts: host_facts.HostFacts
+    with_faults: bool
+    report_dir: Path | None
+    collector: Collector = field(default_factory=Collector)
+    report_path: Path | None = None
+
+
+STATE = pytest.StashKey[RunState]()
+TARGET_PARAM = pytest.StashKey[TargetParam]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options in one group, each paired with an ini key (pytest-timeout's manners)."""
+    group = parser.getgroup("conformance", "container-conformance")
+    group.addoption("--impl", action="append", dest="conformance_impl", metavar="NAME", help=IMPL_HELP)
+    group.addoption("--area", action="append", dest="conformance_area", metavar="AREA", help=AREA_HELP)
+    group.addoption("--level", dest="conformance_level", metavar="LEVEL", help=LEVEL_HELP)
+    group.addoption("--report-dir", dest="conformance_report_dir", metavar="DIR", help=REPORT_DIR_HELP)
+    group.addoption("--faults", action="store_true", default=None, dest="conformance_faults", help=FAULTS_HELP)
+    group.addoption("--probe-timeout", type=float, dest="conformance_probe_timeout", metavar="SECONDS",
+                    help=PROBE_TIMEOUT_HELP)
+    group.addoption("--deviations", dest="conformance_deviations", metavar="FILE", help=DEVIATIONS_HELP)
+    group.addoption("--run-id", dest="conformance_run_id", metavar="ID",
+                    help="run id (default: <UTC timestamp>_<6 hex>); `conformance run` sets it")
+    parser.addini("conformance_impl", IMPL_HELP, type="args", default=[])
+    parser.addini("conformance_area", AREA_HELP, type="args", default=[])
+    parser.addini("conformance_level", LEVEL_HELP, default="MUST")
+    parser.addini("conformance_report_dir", REPORT_DIR_HELP, default="")
+    parser.addini("conformance_faults", FAULTS_HELP, type="bool", default=False)
+    parser.addini("conformance_probe_timeout", PROBE_TIMEOUT_HELP, default="120")
+    parser.addini("conformance_deviations", DEVIATIONS_HELP, default="")
+
+
+def _option(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(name, default=None)
+    return value if value not in (None, []) else config.getini(name)
+
+
+def _new_run_id(now: dt.datetime) -> str:
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(3)}"
+
+
+def _suite_selected(config: pytest.Config) -> bool:
+    """Only set up hosts when the run collects the conformance suite, not for unrelated pytest runs."""
+    args = " ".join(str(a) for a in config.args) + " " + " ".join(config.invocation_params.args)
+    return "conformance.suite" in args or "conformance/suite" in args
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register markers; when the suite runs, resolve hosts, gather facts and load the catalogue."""
+    config.addinivalue_line("markers", "clause(id): the clause (catalogue ID) this test checks")
+    config.addinivalue_line("markers", "requires(*names): host capabilities the test needs (skip with reason)")
+    config.addinivalue_line("markers", "destructive: the test changes host state in its own sandbox")
+    if not _suite_selected(config):
+        return
+    try:
+        level = Level(str(_option(config, "conformance_level")).upper())
+    except ValueError:
+        raise pytest.UsageError(f"--level must be MUST, SHOULD or MAY, not {_option(config, 'conformance_level')!r}")
+    areas = tuple(_option(config, "conformance_area") or ())
+    unknown = [a for a in areas if a not in AREAS]
+    if unknown:
+        raise pytest.UsageError(f"unknown area(s) {', '.join(unknown)}; known: {', '.join(AREAS)}")
+    impls = list(_option(config, "conformance_impl") or [])
+    try:
+        drivers = registry.load_all(impls or None)
+        deviations = load(_option(config, "conformance_deviations") or None)
+    except (LookupError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    now = dt.datetime.now(dt.UTC)
+    workerinput = getattr(config, "workerinput", None)
+    run_id = (workerinput or {}).get("conformance_run_id") or config.getoption("conformance_run_id") or _new_run_id(now)
+    short_id = run_id.rsplit("_", 1)[-1]
+    hosts_option = config.getoption("hosts", default=None)
+    try:
+        hosts = resolve(
+            hosts_option.split(",") if hosts_option else None,
+            connection=config.getoption("connection", default=None),
+            ansible_inventory=config.getoption("ansible_inventory", default=None),
+            ssh_config=config.getoption("ssh_config", default=None),
+            ssh_identity_file=config.getoption("ssh_identity_file", default=None),
+            sudo=bool(config.getoption("sudo", default=False)),
+        )
+    except HostSelectionError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    timeout = float(_option(config, "conformance_probe_timeout"))
+    report_dir = _option(config, "conformance_report_dir")
+    config.stash[STATE] = RunState(
+        run_id=run_id, short_id=short_id, started=now, level=level, areas=areas,
+        impls=list(drivers), catalogue=load_catalogue(), deviations=deviations, drivers=drivers,
+        hosts=host_facts.gather(hosts, short_id, timeout),
+        with_faults=bool(_option(config, "conformance_faults")),
+        report_dir=Path(report_dir) if report_dir else None,
+    )
+    config.pluginmanager.register(ResultSink(config.stash[STATE]), "conformance-results")
+
+
+def pytest_configure_node(node: Any) -> None:
+    """Under xdist, workers share the controller's run id (so host-side names and cleanup agree)."""
+    state = node.config.stash.get(STATE, None)
+    if state is not None:
+        node.workerinput["conformance_run_id"] = state.run_id
+
+
+def _clause_of(node: pytest.Item | pytest.Metafunc, catalogue: Catalogue) -> Clause:
+    marks = list(node.definition.iter_markers("clause") if isinstance(node, pytest.Metafunc)
+                 else node.iter_markers("clause"))
+    if len(marks) != 1 or len(marks[0].args) != 1:
+        raise pytest.UsageError(f"{node.function.__qualname__}: a conformance test needs exactly one "  # type: ignore[union-attr]
+                                "@pytest.mark.clause('ID')")
+    clause_id = marks[0].args[0]
+    if clause_id not in catalogue:
+        raise pytest.UsageError(f"{node.function.__qualname__} names unknown clause {clause_id!r}")  # type: ignore[union-attr]
+    return catalogue.get(clause_id)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per (reachable host, implementation offering the area[, faulty variant])."""
+    if "target" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash.get(STATE, None)
+    if state is None:
+        raise pytest.UsageError("the conformance suite needs the conformance plugin configured: run it "
+                                "with `conformance run` or `pytest --pyargs conformance.suite`")
+    clause = _clause_of(metafunc, state.catalogue)
+    params: list[TargetParam] = []
+    for host in state.hosts.reachable:
+        for name, driver in state.drivers.items():
+            if clause.area not in driver.areas:
+                continue
+            params.append(TargetParam(host, name))
+            if state.with_faults and clause.id in driver.faults():
+                params.append(TargetParam(host, name, clause.id))
+    if not params:
+        why = "no selected implementation offers area " + clause.area
+        if not state.hosts.reachable:
+            why = "no host is reachable"
+        metafunc.parametrize("target", [pytest.param(None, marks=pytest.mark.skip(reason=why))],
+                             ids=["none"], indirect=True)
+        return
+    metafunc.parametrize("target", params, ids=[p.id for p in params], indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect other areas; mark recorded known deviations as strict xfail."""
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return
+    keep, drop = [], []
+    for item in items:
+        if not item.get_closest_marker("clause"):
+            keep.append(item)
+            continue
+        clause = _clause_of(item, state.catalogue)
+        if state.areas and clause.area not in state.areas:
+            drop.append(item)
+            continue
+        keep.append(item)
+        param = getattr(item, "callspec", None) and item.callspec.params.get("target")
+        if not isinstance(param, TargetParam) or param.fault:
+            continue
+        driver = state.drivers[param.implementation]
+        deviation = find(state.deviations, clause.id, param.implementation,
+                         driver.version(state.hosts.facts[param.host]))
+        if deviation is not None:
+            item.add_marker(pytest.mark.conformance_deviation(deviation))
+            if not deviation.expired():
+                item.add_marker(pytest.mark.xfail(strict=True, reason=f"{deviation.justification} ({deviation.link})"))
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest) -> Target:
+    """The host and implementation this test runs against, bound to its clause."""
+    state = request.config.stash[STATE]
+    param: TargetParam = request.param
+    request.node.stash[TARGET_PARAM] = param
+    clause = _clause_of(request.node, state.catalogue)  # type: ignore[arg-type]
+    facts = state.hosts.facts[param.host]
+    driver = state.drivers[param.implementation]
+    mark = request.node.get_closest_marker("conformance_deviation")
+    if mark is not None and mark.args[0].expired():
+        deviation = mark.args[0]
+        pytest.fail(f"{clause.id}: the known deviation for {param.implementation} expired on "
+                    f"{deviation.expires}: check it again, then extend or remove it ({deviation.link})")
+    availability = driver.available(facts)
+    if not availability.ok:
+        pytest.skip(f"{param.implementation} is not available on {param.host}: {availability.reason}")
+    for mark in request.node.iter_markers("requires"):
+        for requirement in mark.args:
+            reason = host_facts.unmet(requirement, facts)
+            if reason:
+                pytest.skip(f"not applicable on {param.host}: {reason}")
+    return Target(param, clause, driver, state.hosts.clients[param.host], facts)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Turn each phase's outcome into a verdict and attach it to the report (xdist carries it)."""
+    report: pytest.TestReport = yield
+    state = item.config.stash.get(STATE, None)
+    param = item.stash.get(TARGET_PARAM, None)
+    if state is None or param is None or not item.get_closest_marker("clause"):
+        return report
+    if report.when == "teardown" and report.passed:
+        return report
+    if report.when == "setup" and report.passed:
+        return report
+    clause = _clause_of(item, state.catalogue)
+    decision = decide(report, call.excinfo, clause.level, state.level)
+    target = item.funcargs.get("target") if hasattr(item, "funcargs") else None
+    entry = {
+        "clause": clause.id, "test": item.nodeid, "host": param.host, "implementation": param.implementation,
+        "fault": param.fault, "level": str(clause.level), "area": clause.area, "verdict": str(decision.verdict),
+        "duration": round(report.duration, 6), "message": decision.message[:4000],
+        "expected": decision.expected, "actual": decision.actual,
+        "context": dict(target.context) if isinstance(target, Target) else {},
+    }
+    report.user_properties.append((RESULT_PROPERTY, json.dumps(entry)))
+    if decision.verdict == Verdict.WARN:
+        report.outcome = "passed"
+        report.sections.append(("conformance warning", f"WARN ({clause.level} clause below --level "
+                                f"{state.level}): {decision.message}"))
+    return report
+
+
+class ResultSink:
+    """Collects verdicts on the controller; registered per run, so no module-level state is needed.
+
+    pytest_runtest_logreport runs on the controller for xdist workers' reports too, and the verdict
+    travels in the report's user_properties.
+    """
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Add the verdict a report carries, if any."""
+        for key, value in report.user_properties:
+            if key == RESULT_PROPERTY:
+                self.state.collector.add(json.loads(str(value)))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The hosts and their facts in one line each, and the unreachable ones with the reason."""
+    state = config.stash.get(STATE, None)
+    if state is None:
+        return []
+    lines = [f"conformance run {state.run_id}: level {state.level}, implementations {', '.join(state.impls)}"]
+    lines += [host_facts.one_line(h, state.hosts.facts[h]) for h in state.hosts.reachable]
+    lines += [f"{h}: UNREACHABLE: {why}" for h, why in sorted(state.hosts.unreachable.items())]
+    return lines
+
+
+def _host_records(state: RunState) -> list[dict[str, Any]]:
+    records = [{"name": h, "spec": state.hosts.specs.get(h, h), "reachable": True, "reason": None,
+                "facts": state.hosts.facts[h]} for h in state.hosts.reachable]
+    records += [{"name": h, "spec": state.hosts.specs.get(h, h), "reachable": False, "reason": why, "facts": {}}
+                for h, why in sorted(state.hosts.unreachable.items())]
+    return records
+
+
+def _cleanup_hosts(state: RunState) -> None:
+    """Sweep this run's leftovers on every host and remove the probe zip (controller only)."""
+    for name, client in state.hosts.clients.items():
+        try:
+            observation = client.call([Scenario("clean.sweep", {"run_id": state.short_id,
+                                                                "keep": [client.bundle_path]})], "kernel")[0]
+            problems = observation.data.get("problems") if observation.ok else [str(observation.error)]
+            if problems:
+                print(f"conformance: {name}: could not remove everything: {problems}", file=sys.stderr)
+            client.remove_bundle()
+        except Exception as exc:  # cleanup must not hide the run's own result
+            print(f"conformance: {name}: cleanup failed: {exc}; run `conformance clean`", file=sys.stderr)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the report (controller only) and leave the hosts as they were."""
+    config = session.config
+    state = config.stash.get(STATE, None)
+    if state is None or hasattr(config, "workerinput"):
+        return
+    for host, reason in state.hosts.unreachable.items():
+        state.collector.unreachable(host, reason)
+    _cleanup_hosts(state)
+    if state.report_dir is None:
+        return
+    from conformance.report.model import Results  # noqa: PLC0415  (report/ is only needed at the end)
+    from conformance.report.writer import write_all  # noqa: PLC0415
+
+    doc = document(
+        run_id=state.run_id, started=state.started, stopped=dt.datetime.now(dt.UTC),
+        command=list(config.invocation_params.args), level=state.level,
+        options={"hosts": [state.hosts.specs[h] for h in sorted(state.hosts.specs)], "impls": state.impls,
+                 "areas": list(state.areas), "faults": state.with_faults},
+        seeds={}, catalogue=state.catalogue, hosts=_host_records(state), collector=state.collector,
+    )
+    run_dir = state.report_dir / state.run_id
+    write_all(Results.from_dict(doc), run_dir)
+    state.report_path = run_dir
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Verdict counts and where the report is."""
+    state = config.stash.get(STATE, None)
+    if state is None or hasattr(config, "workerinput"):
+        return
+    counts: dict[str, int] = {}
+    for entry in state.collector.results.values():
+        counts[entry["verdict"]] = counts.get(entry["verdict"], 0) + 1
+    terminalreporter.section("conformance")
+    terminalreporter.write_line("verdicts: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
+    for entry in state.collector.results.values():
+        if entry["verdict"] in ("warn", "unreachable"):
+            terminalreporter.write_line(f"{entry['verdict'].upper()} {entry['test']}: {entry['message'][:300]}")
+    if state.report_path is not None:
+        terminalreporter.write_line(f"report: {state.report_path}")

@@ -1,0 +1,97 @@
+"""Sweep what runs left behind: every mount, cgroup, netns and scratch dir named conformance-.
+
+A run cleans up after itself, also on error, timeout and Ctrl-C; this is for the run that was killed
+with SIGKILL or lost its host mid-way. `run_id` limits the sweep to one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from typing import Any
+
+from conformance import PREFIX
+from conformance.probe import cgroupfs, syscalls
+from conformance.probe.actions import Context, action
+
+JsonDict = dict[str, Any]
+
+
+def _matches(name: str, run_id: str | None) -> bool:
+    return name.startswith(PREFIX + (run_id or ""))
+
+
+def leftover_mounts(run_id: str | None = None) -> list[str]:
+    """Mount points whose source or path carries the prefix, deepest first."""
+    found: list[str] = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            left, _, right = line.partition(" - ")
+            mountpoint = left.split()[4].replace("\\040", " ")
+            source = right.split()[1] if len(right.split()) > 1 else ""
+            if _matches(source, run_id) or any(_matches(part, run_id) for part in mountpoint.split("/")):
+                found.append(mountpoint)
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def leftover_cgroups(run_id: str | None = None) -> list[str]:
+    """Cgroup dirs with the prefix in every mounted hierarchy (children first)."""
+    found: list[str] = []
+    for h in cgroupfs.hierarchies():
+        for dirpath, dirnames, _files in os.walk(h.mountpoint):
+            found.extend(os.path.join(dirpath, d) for d in dirnames if _matches(d, run_id))
+            if dirpath.count("/") - h.mountpoint.count("/") >= 3:
+                dirnames[:] = []
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def leftover_paths(run_id: str | None = None, dirs: tuple[str, ...] = ("/tmp", "/var/tmp", "/run/netns")) -> list[str]:
+    """Scratch dirs, probe bundles and netns files with the prefix."""
+    found: list[str] = []
+    for base in dirs:
+        with contextlib.suppress(OSError):
+            found.extend(os.path.join(base, n) for n in os.listdir(base) if _matches(n, run_id))
+    return sorted(found)
+
+
+def sweep(run_id: str | None = None, dry_run: bool = False, keep: tuple[str, ...] = ()) -> JsonDict:
+    """Remove leftovers; returns what was found, removed, and what could not be removed and why.
+
+    Paths in keep (the probe's own bundle and scratch dir) and everything below them are left alone.
+    """
+
+    def kept(path: str) -> bool:
+        return any(path == k or path.startswith(k.rstrip("/") + "/") for k in keep)
+
+    report: JsonDict = {"mounts": [m for m in leftover_mounts(run_id) if not kept(m)],
+                        "cgroups": leftover_cgroups(run_id),
+                        "paths": [p for p in leftover_paths(run_id) if not kept(p)], "problems": []}
+    if dry_run:
+        return report
+    for mountpoint in report["mounts"]:
+        try:
+            syscalls.umount(mountpoint, syscalls.MNT_DETACH)
+        except OSError as exc:
+            report["problems"].append(f"umount {mountpoint}: {exc}")
+    for path in report["cgroups"]:
+        try:
+            cgroupfs.remove_cgroup(path)
+        except OSError as exc:
+            report["problems"].append(f"rmdir {path}: {exc}")
+    for path in report["paths"]:
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except OSError as exc:
+            report["problems"].append(f"remove {path}: {exc}")
+    return report
+
+
+@action("clean.sweep")
+def clean_action(params: JsonDict, ctx: Context) -> JsonDict:
+    """Sweep as a probe action; the probe's own bundle and scratch are kept while it runs."""
+    keep = (*params.get("keep", ()), ctx.sandbox.root)
+    return sweep(params.get("run_id"), bool(params.get("dry_run", False)), keep)

@@ -1,0 +1,145 @@
+"""The controller side of a probe: ship the probe to a host once, then send it batches of scenarios.
+
+The probe (conformance/probe, and conformance/ref for the reference implementations) is zipped into
+one .pyz and written to /tmp/conformance-probe-<digest>.pyz on the host, so a host needs only a
+python3, not this package installed. The digest in the name lets a later call skip the upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import secrets
+import shlex
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conformance import PREFIX
+from conformance.hosts import Host, HostError
+from conformance.scenarios import Observation, Scenario
+
+#: What goes into the probe zip: the package marker, the probe and the reference implementations.
+BUNDLED = ("__init__.py", "probe", "ref")
+_BOOT = "import sys\nfrom conformance.probe.__main__ import main\nsys.exit(main(sys.argv))\n"
+_ARG_LIMIT = 96 * 1024  # stay well under the kernel's 128 KiB limit on one argument
+_SETUP_TIMEOUT = 60.0
+
+
+class ProbeError(HostError):
+    """The probe ran but failed as a program (crash, bad answer): a harness error, not a verdict."""
+
+
+class ProbeTimeout(ProbeError):
+    """The probe did not finish within its timeout; it was stopped on the host and cleaned up."""
+
+
+def build_bundle(package_dir: Path | None = None) -> bytes:
+    """Zip the host-side code deterministically (fixed timestamps) so its digest names its content."""
+    root = package_dir or Path(__file__).resolve().parent
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(zipfile.ZipInfo("__main__.py", (1980, 1, 1, 0, 0, 0)), _BOOT)
+        for entry in BUNDLED:
+            path = root / entry
+            files = [path] if path.is_file() else sorted(path.rglob("*.py")) if path.is_dir() else []
+            for file in files:
+                info = zipfile.ZipInfo(f"conformance/{file.relative_to(root).as_posix()}", (1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                archive.writestr(info, file.read_bytes())
+    return buffer.getvalue()
+
+
+@dataclass(slots=True)
+class ProbeClient:
+    """Runs scenario batches on one host through its probe."""
+
+    host: Host
+    run_id: str
+    timeout: float = 120.0
+    _bundle: bytes = field(default=b"", repr=False)
+    _python: str | None = field(default=None, repr=False)
+
+    @property
+    def bundle_path(self) -> str:
+        """Where the probe zip lives on the host."""
+        if not self._bundle:
+            self._bundle = build_bundle()
+        return f"/tmp/{PREFIX}probe-{hashlib.sha256(self._bundle).hexdigest()[:12]}.pyz"
+
+    def _sh(self, script: str, *args: str, timeout: float = _SETUP_TIMEOUT) -> str:
+        result = self.host.run(["sh", "-c", script, "sh", *args], timeout)
+        if result.rc != 0:
+            raise ProbeError(f"{self.host.name}: {result.describe()}")
+        return result.stdout
+
+    def _upload(self, data: bytes, path: str) -> None:
+        """Write bytes to a file on the host in base64 chunks (testinfra has no file transfer)."""
+        encoded = base64.b64encode(data).decode()
+        partial = f"{path}.{secrets.token_hex(4)}.part"
+        self._sh('umask 077; : > "$1"', partial)
+        for start in range(0, len(encoded), _ARG_LIMIT):
+            self._sh('printf %s "$2" | base64 -d >> "$1"', partial, encoded[start : start + _ARG_LIMIT])
+        self._sh('mv -f "$1" "$2"', partial, path)
+
+    def ensure(self) -> str:
+        """Find the host's python3 and make sure the probe zip is there; returns the interpreter."""
+        if self._python is None:
+            out = self._sh(
+                'command -v /usr/bin/python3 || command -v python3 || exit 3; test -f "$1" && echo present || true',
+                self.bundle_path,
+            )
+            lines = out.split()
+            if not lines:
+                raise ProbeError(f"{self.host.name}: no python3 found on the host; install python3 (3.9 or later)")
+            if "present" not in lines:
+                self._upload(self._bundle, self.bundle_path)
+            self._python = lines[0]
+        return self._python
+
+    def call(self, scenarios: Sequence[Scenario], implementation: str, fault: str | None = None,
+             timeout: float | None = None) -> list[Observation]:
+        """Run a batch in one probe process; one observation per scenario, in order."""
+        python = self.ensure()
+        request = {"run_id": self.run_id, "scenarios": [s.to_request(i, implementation, fault)
+                                                         for i, s in enumerate(scenarios)]}
+        encoded = base64.b64encode(json.dumps(request).encode()).decode()
+        request_file = None
+        if len(encoded) > _ARG_LIMIT:
+            request_file = f"/tmp/{PREFIX}{self.run_id}-request-{secrets.token_hex(4)}.json"
+            self._upload(json.dumps(request).encode(), request_file)
+            argument = "@" + request_file
+        else:
+            argument = encoded
+        limit = timeout or self.timeout
+        try:
+            result = self.host.run([python, self.bundle_path, argument], limit)
+        finally:
+            if request_file:
+                self._sh('rm -f "$1"', request_file)
+        if result.rc in (124, 137):
+            raise ProbeTimeout(f"{self.host.name}: probe for {', '.join(s.kind for s in scenarios)} "
+                               f"took longer than {limit:.0f}s; it was stopped and cleaned up")
+        if result.rc != 0:
+            raise ProbeError(f"{self.host.name}: probe failed: {result.describe()}")
+        try:
+            answer = json.loads(result.stdout)
+        except ValueError:
+            raise ProbeError(f"{self.host.name}: probe answered with something that is not JSON: "
+                             f"{result.stdout[:300]!r}; stderr: {result.stderr[-300:]!r}") from None
+        observations = [Observation.from_json(raw) for raw in answer["observations"]]
+        if len(observations) != len(scenarios):
+            raise ProbeError(f"{self.host.name}: asked {len(scenarios)} scenarios, got {len(observations)} answers")
+        return observations
+
+    def remove_bundle(self) -> None:
+        """Delete the probe zip from the host at the end of a run."""
+        self._sh('rm -f "$1"', self.bundle_path)
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    """A command as a person would retype it."""
+    return shlex.join(argv)
