@@ -82,6 +82,9 @@ def parse(path: Path | str, text: str) -> list[Deviation]:
         doc = yaml.safe_load(text) or {"deviations": []}
     except yaml.YAMLError as exc:
         raise DeviationError(f"{path}: not valid YAML: {exc}") from None
+    for raw in doc.get("deviations") or [] if isinstance(doc, dict) else []:
+        if isinstance(raw, dict) and isinstance(raw.get("expires"), dt.date):
+            raw["expires"] = raw["expires"].isoformat()  # YAML reads an unquoted date as a date
     validator = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:

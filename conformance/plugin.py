@@ -111,7 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         level = Level(str(_option(config, "conformance_level")).upper())
     except ValueError:
-        raise pytest.UsageError(f"--level must be MUST, SHOULD or MAY, not {_option(config, 'conformance_level')!r}")
+        raise pytest.UsageError(
+            f"--level must be MUST, SHOULD or MAY, not {_option(config, 'conformance_level')!r}") from None
     areas = tuple(_option(config, "conformance_area") or ())
     unknown = [a for a in areas if a not in AREAS]
     if unknown:
@@ -211,7 +212,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             drop.append(item)
             continue
         keep.append(item)
-        param = getattr(item, "callspec", None) and item.callspec.params.get("target")
+        callspec = getattr(item, "callspec", None)
+        param = callspec.params.get("target") if callspec is not None else None
         if not isinstance(param, TargetParam) or param.fault:
             continue
         driver = state.drivers[param.implementation]
@@ -232,7 +234,7 @@ def target(request: pytest.FixtureRequest) -> Target:
     state = request.config.stash[STATE]
     param: TargetParam = request.param
     request.node.stash[TARGET_PARAM] = param
-    clause = _clause_of(request.node, state.catalogue)  # type: ignore[arg-type]
+    clause = _clause_of(request.node, state.catalogue)
     facts = state.hosts.facts[param.host]
     driver = state.drivers[param.implementation]
     mark = request.node.get_closest_marker("conformance_deviation")

@@ -19,7 +19,7 @@ from conformance.verdicts import Level
 
 AREAS: tuple[str, ...] = ("host", "layers", "overlay", "namespaces", "cgroups")
 _ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*-\d{3}$")
-_PREFIX = {"host": "HOST-", "layers": ("LAYER-", "OCI-"), "overlay": "OVL-", "namespaces": "NS-", "cgroups": "CG-"}
+_PREFIX: dict[str, str | tuple[str, ...]] = {"host": "HOST-", "layers": ("LAYER-", "OCI-"), "overlay": "OVL-", "namespaces": "NS-", "cgroups": "CG-"}
 _REQUIRED = ("id", "title", "statement", "level", "source")
 _SOURCE_REQUIRED = ("document", "section", "version")
 
@@ -93,7 +93,7 @@ class Catalogue:
         try:
             return self.clauses[clause_id]
         except KeyError:
-            close = [c for c in self.clauses if c.split("-")[0] == clause_id.split("-")[0]][:5]
+            close = [c for c in self.clauses if c.split("-")[0] == clause_id.split("-", maxsplit=1)[0]][:5]
             hint = f"; known IDs of that family: {', '.join(close)}" if close else ""
             raise CatalogueError(f"unknown clause {clause_id!r}{hint}") from None
 
@@ -125,7 +125,9 @@ def _parse_clause(path: Path | str, area: str, raw: object, index: int) -> Claus
     if not isinstance(cid, str) or not _ID.match(cid):
         raise _fail(path, label, "id must look like AREA-TOPIC-001 (capitals, digits, dashes, three-digit number)")
     if not cid.startswith(_PREFIX[area]):
-        raise _fail(path, cid, f"an ID in area {area!r} must start with {_PREFIX[area]}")
+        prefix = _PREFIX[area]
+        wanted = " or ".join(prefix) if isinstance(prefix, tuple) else prefix
+        raise _fail(path, cid, f"an ID in area {area!r} must start with {wanted}")
     try:
         level = Level(raw["level"])
     except ValueError:

@@ -37,6 +37,7 @@ ACTION_MODULES: dict[str, str] = {
     "host": "conformance.probe.host_checks",
     "facts": "conformance.probe.facts",
     "clean": "conformance.probe.clean",
+    "selftest": "conformance.probe.selftest",
 }
 
 

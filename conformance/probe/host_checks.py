@@ -22,7 +22,7 @@ JsonDict = dict[str, Any]
 
 
 def _read_tree(base: str) -> JsonDict:
-    """name -> {type, content or rdev} for every entry directly under base."""
+    """Name -> {type, content or rdev} for every entry directly under base."""
     tree: JsonDict = {}
     for name in sorted(os.listdir(base)):
         st = os.lstat(os.path.join(base, name))
@@ -148,7 +148,7 @@ def overlay_userns(params: JsonDict, ctx: Context) -> JsonDict:
             os.mkdir(os.path.join(base, sub))
         with open(os.path.join(base, "lower", "f"), "w", encoding="utf-8") as handle:
             handle.write("lower")
-        data = "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work,{1}".format(base, options)
+        data = f"lowerdir={base}/lower,upperdir={base}/upper,workdir={base}/work,{options}"
         try:
             syscalls.mount(f"{PREFIX}userns", os.path.join(base, "merged"), "overlay", 0, data)
         except OSError as exc:
@@ -298,7 +298,7 @@ def cgroup_mounts(_params: JsonDict, ctx: Context) -> JsonDict:
 
 
 def _last_cpu(spec: str) -> str:
-    last = spec.split(",")[-1]
+    last = spec.rsplit(",", maxsplit=1)[-1]
     return last.split("-")[-1]
 
 

@@ -13,7 +13,7 @@ from conformance.target import Target
 
 def _created(target: Target, seen: Mapping[str, Any], link: str) -> None:
     __tracebackhide__ = True
-    target.expect_that(f"unshare for /proc/self/ns/{link}", "child_error" not in seen and seen.get("supported"),
+    target.expect_that(f"unshare for /proc/self/ns/{link}", "child_error" not in seen and seen.get("supported") is True,
                        "the namespace is created", seen.get("child_error") or seen.get("error") or seen)
     target.expect_that(f"/proc/self/ns/{link} inode", seen["inode_after"] != seen["inode_before"],
                        f"an inode other than the parent's {seen['inode_before']}", seen["inode_after"])
@@ -78,7 +78,7 @@ def test_time_namespace_can_be_created(target: Target) -> None:
 
 @pytest.mark.clause("HOST-USERNS-001")
 def test_unprivileged_user_can_be_root_in_a_user_namespace(target: Target) -> None:
-    """uid 65534 SHOULD be able to create a user namespace and map itself to uid 0 in it."""
+    """Uid 65534 SHOULD be able to create a user namespace and map itself to uid 0 in it."""
     seen = target.observe(host.unprivileged_userns(65534))
     target.expect_that("user.max_user_namespaces", seen["max_user_namespaces"] > 0, "more than 0",
                        seen["max_user_namespaces"])

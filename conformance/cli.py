@@ -1,0 +1,315 @@
+"""`conformance ...`: run the suite, read the catalogue, gather facts, work with reports, clean hosts.
+
+argparse (standard library) rather than click: the tool has a handful of subcommands and no need for
+click's plugins, and every dependency we add is one more thing on every controller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import secrets
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from conformance import __version__
+from conformance.clauses import AREAS, CatalogueError, load_catalogue
+from conformance.verdicts import (
+    EXIT_CONFORMANT,
+    EXIT_NOT_CONFORMANT,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE_OR_HARNESS,
+    Level,
+    Verdict,
+)
+
+
+def _host_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hosts", default="local://",
+                        help="comma-separated testinfra host specs (local://, ssh://user@node, ansible://group)")
+    parser.add_argument("--ansible-inventory", help="inventory for ansible:// host specs")
+    parser.add_argument("--ssh-config", help="ssh config file for ssh:// hosts")
+    parser.add_argument("--ssh-identity-file", help="ssh key for ssh:// hosts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, documented in README.md."""
+    parser = argparse.ArgumentParser(prog="conformance", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"container-conformance {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the suite and write a report",
+                         description="Exit codes: 0 conformant, 1 not conformant, 2 usage or harness "
+                                     "error, 3 a host unreachable.")
+    _host_options(run)
+    run.add_argument("--impl", action="append", default=[], help="implementation (repeatable; default all)")
+    run.add_argument("--area", action="append", default=[], choices=AREAS, help="area (repeatable; default all)")
+    run.add_argument("--level", default="MUST", type=str.upper, choices=[str(v) for v in Level],
+                     help="compliance level: failures below it are warnings (default MUST)")
+    run.add_argument("--report-dir", default="reports", help="where run folders go (default reports/)")
+    run.add_argument("--faults", action="store_true", help="also run the deliberately faulty variants")
+    run.add_argument("--probe-timeout", type=float, default=120.0, help="seconds per probe call")
+    run.add_argument("-n", "--workers", help="pytest-xdist workers (e.g. auto); default: none")
+    run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+
+    clauses = sub.add_parser("clauses", help="list the clause catalogue")
+    clauses.add_argument("--area", action="append", default=[], choices=AREAS)
+    clauses.add_argument("--level", type=str.upper, choices=[str(v) for v in Level],
+                         help="only clauses at this level or stronger")
+    clauses.add_argument("--json", action="store_true")
+
+    explain = sub.add_parser("explain", help="print one clause with the tests that check it")
+    explain.add_argument("clause_id")
+    explain.add_argument("--json", action="store_true")
+
+    facts = sub.add_parser("facts", help="gather and print what hosts offer")
+    _host_options(facts)
+    facts.add_argument("--json", action="store_true")
+
+    impls = sub.add_parser("impls", help="list the implementation drivers and their areas")
+    impls.add_argument("--json", action="store_true")
+
+    clean = sub.add_parser("clean", help="remove what killed runs left on hosts (conformance- prefix)")
+    _host_options(clean)
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    clean.add_argument("--run-id", help="only what this run's short id (6 hex) left")
+
+    report = sub.add_parser("report", help="work with run reports")
+    rsub = report.add_subparsers(dest="report_command", required=True)
+    merge = rsub.add_parser("merge", help="merge run folders into one report")
+    merge.add_argument("dirs", nargs="+", type=Path)
+    merge.add_argument("-o", "--output", type=Path, required=True)
+    diff = rsub.add_parser("diff", help="transitions between two runs; exit 1 on a regression")
+    diff.add_argument("old", type=Path)
+    diff.add_argument("new", type=Path)
+    diff.add_argument("--json", action="store_true")
+    render = rsub.add_parser("render", help="write junit.xml, report.html and summary.md again from results.json")
+    render.add_argument("dir", type=Path)
+    return parser
+
+
+def _results_file(path: Path) -> Path:
+    return path / "results.json" if path.is_dir() else path
+
+
+def exit_code_for(results: dict[str, Any]) -> int:
+    """0 conformant, 1 not conformant, 2 harness error, 3 a host unreachable (worst first: 2, 3, 1)."""
+    verdicts = {r["verdict"] for r in results["results"]}
+    if Verdict.ERROR in verdicts:
+        return EXIT_USAGE_OR_HARNESS
+    if Verdict.UNREACHABLE in verdicts:
+        return EXIT_UNREACHABLE
+    if verdicts & {Verdict.FAIL, Verdict.TIMEOUT}:
+        return EXIT_NOT_CONFORMANT
+    return EXIT_CONFORMANT
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the suite through pytest in this process and turn the results into the exit code."""
+    import pytest  # noqa: PLC0415
+
+    now = dt.datetime.now(dt.UTC)
+    run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(3)}"
+    report_dir = Path(args.report_dir).resolve()
+    argv = ["--pyargs", "conformance.suite", "-p", "no:cacheprovider", "--rootdir",
+            str(Path(__file__).resolve().parent.parent), "--hosts", args.hosts, "--level", args.level,
+            "--report-dir", str(report_dir), "--run-id", run_id, "--probe-timeout", str(args.probe_timeout),
+            "-rfEsxX"]
+    for flag, value in (("--ansible-inventory", args.ansible_inventory), ("--ssh-config", args.ssh_config),
+                        ("--ssh-identity-file", args.ssh_identity_file)):
+        if value:
+            argv += [flag, value]
+    for impl in args.impl:
+        argv += ["--impl", impl]
+    for area in args.area:
+        argv += ["--area", area]
+    if args.faults:
+        argv.append("--faults")
+    if args.workers:
+        argv += ["-n", args.workers, "--dist", "loadgroup"]
+    argv += args.pytest_args
+    code = pytest.main(argv)
+    results_path = report_dir / run_id / "results.json"
+    if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.INTERRUPTED) \
+            or not results_path.exists():
+        print(f"conformance: the run did not complete (pytest exit {int(code)})", file=sys.stderr)
+        return EXIT_USAGE_OR_HARNESS
+    _point_latest(report_dir, run_id)
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    exit_code = exit_code_for(results)
+    print(f"conformance: {'conformant' if exit_code == 0 else 'NOT conformant'} "
+          f"(exit {exit_code}); report: {results_path.parent / 'report.html'}")
+    return exit_code
+
+
+def _point_latest(report_dir: Path, run_id: str) -> None:
+    """reports/latest -> the newest run, replaced atomically."""
+    link = report_dir / "latest"
+    temp = report_dir / f".latest-{secrets.token_hex(3)}"
+    temp.symlink_to(run_id)
+    temp.replace(link)
+
+
+def cmd_clauses(args: argparse.Namespace) -> int:
+    """List clauses, as a table or JSON."""
+    catalogue = load_catalogue()
+    chosen = catalogue.select(tuple(args.area), Level(args.level) if args.level else None)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in chosen], indent=2))
+        return 0
+    for c in chosen:
+        print(f"{c.id:<22} {c.level!s:<6} {c.title}")
+    print(f"{len(chosen)} clauses")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """One clause in full, with its tests and faulty variants."""
+    from conformance import drivers  # noqa: PLC0415
+    from conformance.suite_index import docstrings, tests_by_clause  # noqa: PLC0415
+
+    clause = load_catalogue().get(args.clause_id.upper())
+    tests = tests_by_clause().get(clause.id, [])
+    docs = docstrings()
+    faults = {name: d.faults()[clause.id] for name, d in drivers.load_all().items() if clause.id in d.faults()}
+    if args.json:
+        print(json.dumps({**clause.to_dict(), "tests": tests, "faults": faults}, indent=2))
+        return 0
+    print(f"{clause.id}  [{clause.level}]  {clause.title}\n")
+    print(textwrap.fill(clause.statement, 100) + "\n")
+    print(f"Source:  {clause.source}")
+    if clause.source.url:
+        print(f"         {clause.source.url}")
+    print(f"Area:    {clause.area}    Tags: {', '.join(clause.tags) or '-'}")
+    if clause.tour:
+        print(f"Tour:    {clause.tour}")
+    print("\nChecked by:")
+    for test in tests:
+        print(f"  conformance/suite/{test}\n      {docs.get(test, '')}")
+    if not tests:
+        print("  (no test yet)")
+    for name, what in faults.items():
+        print(f"\nFaulty variant ({name}): {what}")
+    return 0
+
+
+def _resolve(args: argparse.Namespace) -> list[Any]:
+    from conformance.hosts import resolve  # noqa: PLC0415
+
+    return resolve(args.hosts.split(","), ansible_inventory=args.ansible_inventory, ssh_config=args.ssh_config,
+                   ssh_identity_file=args.ssh_identity_file)
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    """Gather facts of each host and print them."""
+    from conformance import facts  # noqa: PLC0415
+
+    found = facts.gather(_resolve(args), f"facts{secrets.token_hex(2)}", 120.0)
+    for client in found.clients.values():
+        client.remove_bundle()
+    if args.json:
+        print(json.dumps({"hosts": found.facts, "unreachable": found.unreachable}, indent=2))
+    else:
+        for name in found.reachable:
+            print(facts.one_line(name, found.facts[name]))
+        for name, why in found.unreachable.items():
+            print(f"{name}: UNREACHABLE: {why}")
+    return EXIT_UNREACHABLE if found.unreachable else 0
+
+
+def cmd_impls(args: argparse.Namespace) -> int:
+    """List drivers."""
+    from conformance import drivers  # noqa: PLC0415
+
+    loaded = drivers.load_all()
+    rows = [{"name": n, "areas": ",".join(sorted(d.areas)) or "-", "description": d.description,
+             "faults": len(d.faults())} for n, d in loaded.items()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['name']:<16} {row['areas']:<28} {row['description']}")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """Sweep every selected host; also ask each driver to remove what it left."""
+    from conformance import drivers  # noqa: PLC0415
+    from conformance.hosts import HostError  # noqa: PLC0415
+    from conformance.scenarios import Scenario  # noqa: PLC0415
+    from conformance.transport import ProbeClient  # noqa: PLC0415
+
+    status = 0
+    for host in _resolve(args):
+        client = ProbeClient(host, f"clean{secrets.token_hex(2)}")
+        try:
+            obs = client.call([Scenario("clean.sweep", {"run_id": args.run_id, "dry_run": args.dry_run,
+                                                        "keep": [client.bundle_path]})], "kernel")[0]
+            removed: list[str] = []
+            if not args.dry_run:
+                for driver in drivers.load_all().values():
+                    removed += driver.clean(client)
+            client.remove_bundle()
+        except HostError as exc:
+            print(f"{host.name}: {exc}", file=sys.stderr)
+            status = EXIT_UNREACHABLE
+            continue
+        data = obs.data
+        verb = "would remove" if args.dry_run else "removed"
+        items = [*data.get("mounts", []), *data.get("cgroups", []), *data.get("paths", []), *removed]
+        print(f"{host.name}: {verb} {len(items)} leftover(s)")
+        for item in items:
+            print(f"  {item}")
+        for problem in data.get("problems", []):
+            print(f"  could not remove: {problem}", file=sys.stderr)
+            status = EXIT_USAGE_OR_HARNESS
+    return status
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """merge, diff and render."""
+    from conformance.report import diff as report_diff  # noqa: PLC0415
+    from conformance.report import merge as report_merge  # noqa: PLC0415
+    from conformance.report.model import load  # noqa: PLC0415
+    from conformance.report.writer import write_all  # noqa: PLC0415
+
+    if args.report_command == "merge":
+        runs = [load(_results_file(d)) for d in args.dirs]
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        merged = report_merge.merge(runs, run_id=f"{stamp}_merged")
+        write_all(merged, args.output)
+        print(f"merged {len(runs)} runs into {args.output}")
+        return 0
+    if args.report_command == "diff":
+        result = report_diff.diff(load(_results_file(args.old)), load(_results_file(args.new)))
+        print(json.dumps(result.to_dict(), indent=2) if args.json else report_diff.render_diff_text(result))
+        return 1 if result.has_regressions else 0
+    write_all(load(_results_file(args.dir)), args.dir)
+    print(f"rendered {args.dir}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "clauses": cmd_clauses, "explain": cmd_explain, "facts": cmd_facts,
+            "impls": cmd_impls, "clean": cmd_clean, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CatalogueError, ValueError, LookupError) as exc:
+        print(f"conformance: {exc}", file=sys.stderr)
+        return EXIT_USAGE_OR_HARNESS
+    except KeyboardInterrupt:
+        print("conformance: interrupted; run `conformance clean` if a host was left mid-run", file=sys.stderr)
+        return EXIT_USAGE_OR_HARNESS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Leave the host as you found it: a probe stopped by its timeout cleans up; one killed with SIGKILL
+leaves prefixed leftovers that `conformance clean` removes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.hosts import resolve
+from conformance.probe.clean import leftover_cgroups, leftover_mounts, leftover_paths
+from conformance.scenarios import Scenario
+from conformance.transport import ProbeClient, ProbeTimeout, build_bundle
+from tests.conftest import needs_root, run_cli
+
+pytestmark = needs_root()
+
+
+def _leftovers(run_id: str) -> list[str]:
+    return [*leftover_mounts(run_id), *leftover_cgroups(run_id), *leftover_paths(run_id)]
+
+
+def test_probe_timeout_cleans_up() -> None:
+    [host] = resolve(["local://"])
+    client = ProbeClient(host, "unittimeout")
+    with pytest.raises(ProbeTimeout, match="stopped and cleaned up"):
+        client.call([Scenario("selftest.hold", {"seconds": 30})], "kernel", timeout=2)
+    client.remove_bundle()
+    assert _leftovers("unittimeout") == []
+
+
+def test_clean_removes_what_a_killed_probe_left(tmp_path: Path) -> None:
+    bundle = tmp_path / "probe.pyz"
+    bundle.write_bytes(build_bundle())
+    request = base64.b64encode(json.dumps({"run_id": "unitkilled", "scenarios": [
+        {"id": "0", "kind": "selftest.hold", "params": {"seconds": 60}, "implementation": "kernel"}]}).encode())
+    probe = subprocess.Popen([sys.executable, str(bundle), request.decode()])
+    try:
+        deadline = time.monotonic() + 30
+        while not any(Path(p, "ready").exists() for p in leftover_paths("unitkilled")):
+            assert time.monotonic() < deadline, "the probe never got ready"
+            time.sleep(0.05)
+    finally:
+        probe.send_signal(signal.SIGKILL)
+        probe.wait()
+    left = _leftovers("unitkilled")
+    assert any("/tmp/conformance-unitkilled" in p for p in left), left
+    dry = run_cli("clean", "--run-id", "unitkilled", "--dry-run")
+    assert dry.returncode == 0 and "would remove" in dry.stdout, dry.stderr
+    assert _leftovers("unitkilled") == left
+    done = run_cli("clean", "--run-id", "unitkilled")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _leftovers("unitkilled") == []
+    assert os.path.exists("/tmp")  # nothing outside the prefix went
