@@ -138,20 +138,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             or not results_path.exists():
         print(f"conformance: the run did not complete (pytest exit {int(code)})", file=sys.stderr)
         return EXIT_USAGE_OR_HARNESS
-    _point_latest(report_dir, run_id)
     results = json.loads(results_path.read_text(encoding="utf-8"))
     exit_code = exit_code_for(results)
     print(f"conformance: {'conformant' if exit_code == 0 else 'NOT conformant'} "
           f"(exit {exit_code}); report: {results_path.parent / 'report.html'}")
     return exit_code
-
-
-def _point_latest(report_dir: Path, run_id: str) -> None:
-    """reports/latest -> the newest run, replaced atomically."""
-    link = report_dir / "latest"
-    temp = report_dir / f".latest-{secrets.token_hex(3)}"
-    temp.symlink_to(run_id)
-    temp.replace(link)
 
 
 def cmd_clauses(args: argparse.Namespace) -> int:
@@ -270,25 +261,33 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return status
 
 
+def _diff_json(result: Any) -> dict[str, Any]:
+    return {
+        "old_run": result.old_run, "new_run": result.new_run, "has_regressions": result.has_regressions,
+        "transitions": [{"clause": t.key[0], "host": t.key[1], "implementation": t.key[2], "fault": t.key[3],
+                         "old": str(t.old), "new": str(t.new), "change": str(t.change), "message": t.message}
+                        for t in result.transitions],
+        "facts": [{"host": f.host, "key": f.key, "old": str(f.old), "new": str(f.new)} for f in result.facts],
+        "unchanged": result.unchanged,
+    }
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """merge, diff and render."""
-    from conformance.report import diff as report_diff  # noqa: PLC0415
-    from conformance.report import merge as report_merge  # noqa: PLC0415
-    from conformance.report.model import load  # noqa: PLC0415
-    from conformance.report.writer import write_all  # noqa: PLC0415
+    from conformance import report  # noqa: PLC0415
 
     if args.report_command == "merge":
-        runs = [load(_results_file(d)) for d in args.dirs]
+        runs = [report.load(_results_file(d)) for d in args.dirs]
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        merged = report_merge.merge(runs, run_id=f"{stamp}_merged")
-        write_all(merged, args.output)
+        merged = report.merge(runs, run_id=f"{stamp}_merged", command=["conformance", *sys.argv[1:]])
+        report.write_all(merged, args.output)
         print(f"merged {len(runs)} runs into {args.output}")
         return 0
     if args.report_command == "diff":
-        result = report_diff.diff(load(_results_file(args.old)), load(_results_file(args.new)))
-        print(json.dumps(result.to_dict(), indent=2) if args.json else report_diff.render_diff_text(result))
+        result = report.diff(report.load(_results_file(args.old)), report.load(_results_file(args.new)))
+        print(json.dumps(_diff_json(result), indent=2) if args.json else report.render_diff_text(result))
         return 1 if result.has_regressions else 0
-    write_all(load(_results_file(args.dir)), args.dir)
+    report.write_all(report.load(_results_file(args.dir)), args.dir)
     print(f"rendered {args.dir}")
     return 0
 

@@ -104,7 +104,7 @@ def _short_name(backend: Any) -> str:
     if backend.get_connection_type() == "local":
         return "local"
     name = str(backend.get_hostname())
-    return name.split("@")[-1] or name
+    return name.rsplit("@", maxsplit=1)[-1] or name
 
 
 def resolve(

@@ -106,6 +106,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "clause(id): the clause (catalogue ID) this test checks")
     config.addinivalue_line("markers", "requires(*names): host capabilities the test needs (skip with reason)")
     config.addinivalue_line("markers", "destructive: the test changes host state in its own sandbox")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(), "conformance-xdist")
+    else:  # the parametrisation always sets it; without xdist it is inert
+        config.addinivalue_line("markers", "xdist_group(name): keep tests of one host on one xdist worker")
     if not _suite_selected(config):
         return
     try:
@@ -151,11 +155,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(ResultSink(config.stash[STATE]), "conformance-results")
 
 
-def pytest_configure_node(node: Any) -> None:
-    """Under xdist, workers share the controller's run id (so host-side names and cleanup agree)."""
-    state = node.config.stash.get(STATE, None)
-    if state is not None:
-        node.workerinput["conformance_run_id"] = state.run_id
+class XdistHooks:
+    """xdist's hooks, registered only when xdist is installed (pluggy refuses unknown hooks)."""
+
+    def pytest_configure_node(self, node: Any) -> None:
+        """Workers share the controller's run id, so host-side names and cleanup agree."""
+        state = node.config.stash.get(STATE, None)
+        if state is not None:
+            node.workerinput["conformance_run_id"] = state.run_id
 
 
 def _clause_of(node: pytest.Item | pytest.Metafunc, catalogue: Catalogue) -> Clause:
@@ -194,7 +201,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("target", [pytest.param(None, marks=pytest.mark.skip(reason=why))],
                              ids=["none"], indirect=True)
         return
-    metafunc.parametrize("target", params, ids=[p.id for p in params], indirect=True)
+    # One xdist group per host: with --dist loadgroup a host's tests stay on one worker, which reuses
+    # its ssh connection and never races another worker on the same host.
+    metafunc.parametrize("target", [pytest.param(p, id=p.id, marks=pytest.mark.xdist_group(p.host)) for p in params],
+                         indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -345,7 +355,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.report_dir is None:
         return
     from conformance.report.model import Results  # noqa: PLC0415  (report/ is only needed at the end)
-    from conformance.report.writer import write_all  # noqa: PLC0415
+    from conformance.report.writer import point_latest, write_all  # noqa: PLC0415
 
     doc = document(
         run_id=state.run_id, started=state.started, stopped=dt.datetime.now(dt.UTC),
@@ -356,6 +366,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
     run_dir = state.report_dir / state.run_id
     write_all(Results.from_dict(doc), run_dir)
+    point_latest(state.report_dir, run_dir)
     state.report_path = run_dir
 
 

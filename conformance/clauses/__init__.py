@@ -19,7 +19,9 @@ from conformance.verdicts import Level
 
 AREAS: tuple[str, ...] = ("host", "layers", "overlay", "namespaces", "cgroups")
 _ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*-\d{3}$")
-_PREFIX: dict[str, str | tuple[str, ...]] = {"host": "HOST-", "layers": ("LAYER-", "OCI-"), "overlay": "OVL-", "namespaces": "NS-", "cgroups": "CG-"}
+_PREFIX: dict[str, str | tuple[str, ...]] = {
+    "host": "HOST-", "layers": ("LAYER-", "OCI-"), "overlay": "OVL-", "namespaces": "NS-", "cgroups": "CG-",
+}
 _REQUIRED = ("id", "title", "statement", "level", "source")
 _SOURCE_REQUIRED = ("document", "section", "version")
 

@@ -1,0 +1,53 @@
+"""Reports derived from one canonical results.json: junit.xml, report.html, summary.md, merge and diff.
+
+report/ works from results data alone: it imports nothing from the package but ``conformance``
+itself and ``conformance.verdicts``, so reports can be rebuilt, merged and diffed on a machine
+that has never seen a host (or the drivers that talked to it).
+"""
+
+from __future__ import annotations
+
+from conformance.report.diff import Diff, diff, render_diff_text
+from conformance.report.errors import ReportError
+from conformance.report.html import write_html
+from conformance.report.junit import write_junit
+from conformance.report.markdown import write_summary
+from conformance.report.merge import merge
+from conformance.report.model import (
+    ClauseRecord,
+    ColumnKey,
+    HostRecord,
+    Result,
+    Results,
+    Run,
+    Source,
+    Summary,
+    dump,
+    load,
+    summarize,
+)
+from conformance.report.writer import new_run_dir, write_all
+
+__all__ = [
+    "ClauseRecord",
+    "ColumnKey",
+    "Diff",
+    "HostRecord",
+    "ReportError",
+    "Result",
+    "Results",
+    "Run",
+    "Source",
+    "Summary",
+    "diff",
+    "dump",
+    "load",
+    "merge",
+    "new_run_dir",
+    "render_diff_text",
+    "summarize",
+    "write_all",
+    "write_html",
+    "write_junit",
+    "write_summary",
+]
