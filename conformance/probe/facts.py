@@ -10,6 +10,7 @@ import contextlib
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -119,9 +120,14 @@ def gather() -> JsonDict:
     pid1 = _read("/proc/1/comm")
     cgroups = cgroup_facts()
     tools = {name: tool_version(argv) for name, argv in TOOLS.items()}
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
     notes: list[str] = []
     if cgroups["mode"] == "hybrid":
         notes.append("crun refuses hybrid cgroup layouts; podman here needs --runtime runc")
+    if 0 <= nofile < 1048576:
+        notes.append(f"the hard RLIMIT_NOFILE is {nofile}: podman as root asks for 1048576, so it needs "
+                     "explicit --ulimit nofile=N:N --ulimit nproc=N:N")
     return {
         "hostname": uname.node,
         "distro": os_release(),
@@ -136,6 +142,7 @@ def gather() -> JsonDict:
         "security": security_facts(),
         "init": {"pid1": pid1, "systemd": pid1 == "systemd" or os.path.isdir("/run/systemd/system")},
         "tools": tools,
+        "limits": {"nofile_hard": nofile, "nproc_hard": nproc},
         "docker_socket": next((s for s in ("/run/container-conformance/docker.sock", "/run/docker.sock",
                                            "/var/run/docker.sock") if os.path.exists(s)), None),
         "notes": notes,
