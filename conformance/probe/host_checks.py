@@ -136,7 +136,7 @@ def overlay_userns(params: JsonDict, ctx: Context) -> JsonDict:
     os.chown(base, uid, uid)
     options = "userxattr"
     if ctx.faulty("HOST-OVERLAY-005"):
-        options += ",metacopy=on"  # overlayfs.rst: userxattr conflicts with metacopy, so this is EINVAL
+        options += ",metacopy=on"  # fs/overlayfs/params.c: "conflicting options: userxattr,metacopy=on", EINVAL
 
     def work() -> JsonDict:
         _drop_to(uid)

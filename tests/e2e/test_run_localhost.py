@@ -157,3 +157,24 @@ def test_report_renders_in_headless_chromium(clean_run: Any, artifacts: Path) ->
     subprocess.run([chromium, *flags, "--window-size=1400,1800", f"--screenshot={shot}", url],
                    capture_output=True, text=True, timeout=120, check=False)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_known_deviations_turn_red_when_stale(tmp_path: Path) -> None:
+    """A deviation that still deviates is xfail; one that passes, or has expired, fails."""
+    deviations = tmp_path / "deviations.yaml"
+    deviations.write_text(
+        "deviations:\n"
+        "  - {clause: HOST-OVERLAY-001, implementation: kernel, justification: recorded although it passes,"
+        " link: https://example.org/1, expires: 2999-01-01}\n"
+        "  - {clause: HOST-OVERLAY-002, implementation: kernel, justification: recorded and long expired,"
+        " link: https://example.org/2, expires: 2001-01-01}\n"
+        "  - {clause: HOST-NS-UTS-001, implementation: kernel, versions: '<1.0', justification: an old kernel"
+        " only, link: https://example.org/3, expires: 2999-01-01}\n"
+    )
+    _done, results, _run_dir = _run(tmp_path / "reports", "--area", "host", "--", "--deviations", str(deviations))
+    verdicts = {r["clause"]: r for r in results["results"]}
+    assert verdicts["HOST-OVERLAY-001"]["verdict"] == "fail"
+    assert "no longer deviates" in verdicts["HOST-OVERLAY-001"]["message"]
+    assert verdicts["HOST-OVERLAY-002"]["verdict"] == "fail"
+    assert "expired on 2001-01-01" in verdicts["HOST-OVERLAY-002"]["message"]
+    assert verdicts["HOST-NS-UTS-001"]["verdict"] == "pass"  # the version range does not cover this kernel
