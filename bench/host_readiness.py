@@ -5,7 +5,7 @@ create each namespace type, write and read back cgroup limits. The probe side is
 the peer side is what a testinfra test suite does with util-linux and coreutils, one host.run() each.
 Prints medians and the ratio (peer / probe); ratios, not absolute times, are what to compare.
 
-Usage: python bench/host_readiness.py [--hosts local://] [--repeat 5]
+Usage: python bench/host_readiness.py [--hosts local://,ssh://node] [--ssh-config FILE] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def main() -> None:
     """Run both sides --repeat times and print medians and the ratio."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--hosts", default="local://")
+    parser.add_argument("--ssh-config", help="ssh config for ssh:// hosts")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    for host in resolve(args.hosts.split(",")):
+    for host in resolve(args.hosts.split(","), ssh_config=args.ssh_config):
         client = ProbeClient(host, "bench")
         client.ensure()
         probe_side(client)  # warm-up: page cache, bundle upload

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from conformance.probe.sandbox import Sandbox
 
 JsonDict = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """What an action gets besides its parameters."""
 
     sandbox: Sandbox

@@ -12,15 +12,14 @@ import errno
 import os
 import signal
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from conformance.probe.sandbox import Sandbox
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
-@dataclass(frozen=True)
-class Hierarchy:
+class Hierarchy(NamedTuple):
     """One mounted cgroup hierarchy."""
 
     version: int
@@ -78,13 +77,6 @@ def hierarchy_for(controller: str, found: list[Hierarchy]) -> Hierarchy | None:
             if h.version == version and controller in h.controllers:
                 return h
     return None
-
-
-@dataclass(frozen=True)
-class LimitFiles:
-    """The files and example values of one limit in one cgroup version."""
-
-    files: tuple[str, ...]
 
 
 # The files each readiness limit is written to, per version; see cgroup-v2.rst and cgroup-v1/*.rst.

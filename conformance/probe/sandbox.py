@@ -12,9 +12,7 @@ import contextlib
 import errno
 import json
 import os
-import secrets
 import select
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -45,16 +43,21 @@ class Sandbox:
 
     def __init__(self, run_id: str, tmp: str = "/tmp") -> None:
         self.run_id = run_id
-        self.root = os.path.join(tmp, f"{PREFIX}{run_id}-{secrets.token_hex(3)}")
+        self.root = os.path.join(tmp, f"{PREFIX}{run_id}-{os.urandom(3).hex()}")
         self.source = f"{PREFIX}{run_id}"
         self._undo: list[tuple[str, Callable[[], None]]] = []
 
     def __enter__(self) -> Sandbox:
         os.mkdir(self.root, 0o700)
-        self.defer(f"rmdir {self.root}", lambda: shutil.rmtree(self.root, ignore_errors=True))
+        self.defer(f"rmdir {self.root}", self._remove_root)
         syscalls.mount(self.source, self.root, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=0700")
         self.defer(f"umount {self.root}", lambda: syscalls.umount(self.root, syscalls.MNT_DETACH))
         return self
+
+    def _remove_root(self) -> None:
+        import shutil  # noqa: PLC0415  (imported when needed: every probe start pays for its imports)
+
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
