@@ -13,8 +13,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from conformance.verdicts import Level
 
 AREAS: tuple[str, ...] = ("host", "layers", "overlay", "namespaces", "cgroups")
@@ -55,6 +53,16 @@ class Clause:
     area: str
     tags: tuple[str, ...] = ()
     tour: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Clause:
+        """A clause from results.json (reports carry the text, so they never need the catalogue)."""
+        s = d["source"]
+        return cls(
+            id=d["id"], title=d["title"], statement=d["statement"], level=Level(d["level"]),
+            source=Source(s["document"], s["section"], s["version"], s.get("url")), area=d["area"],
+            tags=tuple(d.get("tags", ())), tour=d.get("tour"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The clause as it appears in results.json."""
@@ -160,6 +168,8 @@ def _parse_clause(path: Path | str, area: str, raw: object, index: int) -> Claus
 
 def parse_area(path: Path | str, text: str) -> list[Clause]:
     """Parse one area file; every error names the file and the clause."""
+    import yaml  # noqa: PLC0415  (here, so that reports can use Clause without a YAML parser)
+
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:

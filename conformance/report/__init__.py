@@ -1,12 +1,13 @@
 """Reports derived from one canonical results.json: junit.xml, report.html, summary.md, merge and diff.
 
-report/ works from results data alone: it imports nothing from the package but ``conformance``
-itself and ``conformance.verdicts``, so reports can be rebuilt, merged and diffed on a machine
-that has never seen a host (or the drivers that talked to it).
+report/ works from results data alone: from the package it imports only ``conformance.verdicts``
+and the Clause data type of ``conformance.clauses``, so reports can be rebuilt, merged and diffed
+on a machine that has never seen a host (or the drivers that talked to it).
 """
 
 from __future__ import annotations
 
+from conformance.clauses import Source
 from conformance.report.diff import Diff, diff, render_diff_text
 from conformance.report.errors import ReportError
 from conformance.report.html import write_html
@@ -20,7 +21,6 @@ from conformance.report.model import (
     Result,
     Results,
     Run,
-    Source,
     Summary,
     dump,
     load,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from conformance.clauses import Clause
 from conformance.report._io import atomic_write_text
 from conformance.report.errors import ReportError
 from conformance.report.validate import validate
@@ -86,51 +87,9 @@ class Run:
         return d
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a clause comes from, pinned to a version so a reader can check it."""
-
-    document: str
-    section: str
-    version: str
-    url: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.document}, {self.section} ({self.version})"
-
-
-@dataclass(frozen=True, slots=True)
-class ClauseRecord:
-    """A clause as the run saw it: reports carry the text so they never need the catalogue."""
-
-    id: str
-    title: str
-    statement: str
-    level: Level
-    area: str
-    tags: tuple[str, ...]
-    source: Source
-    tour: str | None = None
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ClauseRecord:
-        """Build from one value of the ``clauses`` object."""
-        s = d["source"]
-        return cls(
-            id=d["id"], title=d["title"], statement=d["statement"], level=Level(d["level"]), area=d["area"],
-            tags=tuple(d["tags"]), source=Source(s["document"], s["section"], s["version"], s["url"]),
-            tour=d.get("tour"),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """One value of the ``clauses`` object."""
-        return {
-            "id": self.id, "title": self.title, "statement": self.statement, "level": str(self.level),
-            "area": self.area, "tags": list(self.tags),
-            "source": {"document": self.source.document, "section": self.source.section,
-                       "version": self.source.version, "url": self.source.url},
-            "tour": self.tour,
-        }
+# A clause as the run saw it is the catalogue's Clause: one data type, read from results.json by
+# Clause.from_dict, so reports carry the text and never need the catalogue files.
+ClauseRecord = Clause
 
 
 @dataclass(frozen=True, slots=True)
