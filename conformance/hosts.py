@@ -76,8 +76,9 @@ class TestinfraHost:
 
     @property
     def spec(self) -> str:
-        """The testinfra id, e.g. ssh://node1 or ansible://web1."""
-        return str(self.backend_host.backend.get_pytest_id())
+        """The testinfra id, e.g. ssh://node1 or ansible://web1 (local:// for this machine)."""
+        backend = self.backend_host.backend
+        return "local://" if backend.get_connection_type() == "local" else str(backend.get_pytest_id())
 
     def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
         """Run through the backend, wrapped in coreutils `timeout` so a hung host-side step is killed there.

@@ -359,9 +359,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     doc = document(
         run_id=state.run_id, started=state.started, stopped=dt.datetime.now(dt.UTC),
-        command=list(config.invocation_params.args), level=state.level,
+        command=[Path(sys.argv[0]).name, *sys.argv[1:]], level=state.level,
         options={"hosts": [state.hosts.specs[h] for h in sorted(state.hosts.specs)], "impls": state.impls,
-                 "areas": list(state.areas), "faults": state.with_faults},
+                 "areas": list(state.areas), "faults": state.with_faults, "level": str(state.level),
+                 "probe_timeout": float(_option(config, "conformance_probe_timeout")),
+                 "deviations": _option(config, "conformance_deviations") or "conformance/deviations.yaml",
+                 "report_dir": str(state.report_dir), "pytest_args": list(config.invocation_params.args)},
         seeds={}, catalogue=state.catalogue, hosts=_host_records(state), collector=state.collector,
     )
     run_dir = state.report_dir / state.run_id

@@ -15,7 +15,7 @@ def test_empty_hosts_is_a_usage_error() -> None:
 
 def test_local_is_named_local() -> None:
     [host] = resolve(["local://"])
-    assert host.name == "local" and host.spec.startswith("local")
+    assert host.name == "local" and host.spec == "local://"
 
 
 def test_hosts_are_sorted_and_deterministic() -> None:
