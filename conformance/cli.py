@@ -25,6 +25,7 @@ from conformance.verdicts import (
     EXIT_USAGE_OR_HARNESS,
     Level,
     Verdict,
+    counts_against,
 )
 
 
@@ -97,13 +98,18 @@ def _results_file(path: Path) -> Path:
 
 
 def exit_code_for(results: dict[str, Any]) -> int:
-    """0 conformant, 1 not conformant, 2 harness error, 3 a host unreachable (worst first: 2, 3, 1)."""
-    verdicts = {r["verdict"] for r in results["results"]}
-    if Verdict.ERROR in verdicts:
+    """0 conformant, 1 not conformant, 2 harness error or nothing checked, 3 a host unreachable.
+
+    Worst first: 2, 3, 1. Faulty variants (--faults) count only when one was not caught.
+    """
+    counted = [r for r in results["results"] if counts_against(Verdict(r["verdict"]), r.get("fault") is not None)]
+    verdicts = {r["verdict"] for r in counted}
+    checked = [r for r in results["results"] if r["verdict"] != Verdict.SKIP]
+    if not checked or Verdict.ERROR in verdicts:
         return EXIT_USAGE_OR_HARNESS
     if Verdict.UNREACHABLE in verdicts:
         return EXIT_UNREACHABLE
-    if verdicts & {Verdict.FAIL, Verdict.TIMEOUT}:
+    if counted:
         return EXIT_NOT_CONFORMANT
     return EXIT_CONFORMANT
 
@@ -140,8 +146,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE_OR_HARNESS
     results = json.loads(results_path.read_text(encoding="utf-8"))
     exit_code = exit_code_for(results)
-    print(f"conformance: {'conformant' if exit_code == 0 else 'NOT conformant'} "
-          f"(exit {exit_code}); report: {results_path.parent / 'report.html'}")
+    if exit_code == EXIT_CONFORMANT and code == pytest.ExitCode.TESTS_FAILED:
+        exit_code = EXIT_USAGE_OR_HARNESS  # pytest saw a failure that no verdict recorded: a harness problem
+    words = {EXIT_CONFORMANT: "conformant", EXIT_NOT_CONFORMANT: "NOT conformant",
+             EXIT_UNREACHABLE: "incomplete: a host was unreachable",
+             EXIT_USAGE_OR_HARNESS: "undecided: harness errors" if any(
+                 r["verdict"] == Verdict.ERROR for r in results["results"]) else "undecided: nothing was checked"}
+    print(f"conformance: {words[exit_code]} (exit {exit_code}); report: {results_path.parent / 'report.html'}")
     return exit_code
 
 
@@ -248,6 +259,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
         except HostError as exc:
             print(f"{host.name}: {exc}", file=sys.stderr)
             status = EXIT_UNREACHABLE
+            continue
+        if not obs.ok:
+            print(f"{host.name}: the sweep could not run: {(obs.error or {}).get('error')}", file=sys.stderr)
+            status = EXIT_USAGE_OR_HARNESS
             continue
         data = obs.data
         verb = "would remove" if args.dry_run else "removed"

@@ -8,6 +8,7 @@ again), like InSpec waivers.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,15 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+def _comparable(version: str) -> Version:
+    """A PEP 440 version from what tools print: 1.1.5+ds1 as is, a kernel's 6.18.44-fc-v669 as 6.18.44."""
+    try:
+        return Version(version)
+    except InvalidVersion:
+        match = re.match(r"\d+(\.\d+)*", version)
+        return Version(match.group(0) if match else "0")
+
+
 class DeviationError(ValueError):
     """The deviations file is malformed; the message names the file and the entry."""
 
@@ -66,10 +76,7 @@ class Deviation:
             return True
         if version is None:
             return False
-        try:
-            return Version(version) in SpecifierSet(self.versions)
-        except InvalidVersion:
-            return False
+        return _comparable(version) in SpecifierSet(self.versions)
 
     def expired(self, today: dt.date | None = None) -> bool:
         """Past its expiry date."""

@@ -7,11 +7,12 @@ values out of the facts for skips and report headers.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.hosts import Host, HostError
+from conformance.hosts import Host, HostError, HostUnreachable
 from conformance.scenarios import Scenario
 from conformance.transport import ProbeClient
 
@@ -26,6 +27,7 @@ class HostFacts:
     facts: dict[str, JsonDict] = field(default_factory=dict)
     unreachable: dict[str, str] = field(default_factory=dict)
     specs: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # reached, but the probe cannot work there
 
     @property
     def reachable(self) -> list[str]:
@@ -41,15 +43,35 @@ def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
         client = ProbeClient(host, short_id, timeout)
         try:
             observation = client.call([Scenario("facts.gather")], "kernel")[0]
-        except HostError as exc:
+        except HostUnreachable as exc:
             found.unreachable[host.name] = str(exc)
+            continue
+        except HostError as exc:
+            found.errors[host.name] = str(exc)
+            _quietly_remove(client)
             continue
         if not observation.ok:
             error = (observation.error or {}).get("error", "unknown error")
-            found.unreachable[host.name] = f"{host.name}: the probe could not gather facts: {error}"
+            found.errors[host.name] = f"{host.name}: the probe could not gather facts: {error}"
+            _quietly_remove(client)
             continue
         found.clients[host.name] = client
         found.facts[host.name] = dict(observation.data)
+    return found
+
+
+def _quietly_remove(client: ProbeClient) -> None:
+    with contextlib.suppress(HostError):
+        client.remove_bundle()
+
+
+def from_controller(hosts: Sequence[Host], shared: Mapping[str, Any], short_id: str, timeout: float) -> HostFacts:
+    """An xdist worker's view: the controller's facts, with clients of the worker's own."""
+    found = HostFacts(facts=dict(shared["facts"]), unreachable=dict(shared["unreachable"]),
+                      specs=dict(shared["specs"]))
+    for host in hosts:
+        if host.name in found.facts:
+            found.clients[host.name] = ProbeClient(host, short_id, timeout)
     return found
 
 

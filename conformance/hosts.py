@@ -7,7 +7,9 @@ out means rewriting this file only.
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,8 +93,9 @@ class TestinfraHost:
         started = time.monotonic()
         try:
             out = self.backend_host.run(command)
-        except RuntimeError as exc:  # testinfra's ssh backend raises on rc 255
-            raise HostUnreachable(f"{self.name}: {str(exc).strip()[-400:]}") from None
+        except RuntimeError as exc:  # testinfra's ssh backend raises RuntimeError(CommandResult) on rc 255
+            detail = getattr(exc.args[0], "stderr", None) if exc.args else None
+            raise HostUnreachable(f"{self.name}: {str(detail or exc).strip()[-400:]}") from None
         except OSError as exc:
             raise HostUnreachable(f"{self.name}: {exc}") from None
         result = CommandResult(tuple(argv), int(out.rc), out.stdout, out.stderr, time.monotonic() - started)
@@ -123,6 +126,11 @@ def resolve(
     test fail one by one (pytest-testinfra#69).
     """
     import testinfra  # noqa: PLC0415  (imported late: the CLI's `clauses` and `report` never need it)
+
+    # testinfra runs ansible-inventory from PATH; in a venv that is not activated it sits next to python.
+    venv_bin = os.path.dirname(sys.executable)
+    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
 
     wanted = [s.strip() for s in (specs if specs is not None else DEFAULT_HOSTS) if s.strip()]
     if not wanted:

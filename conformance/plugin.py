@@ -61,7 +61,6 @@ class RunState:
 
 
 STATE = pytest.StashKey[RunState]()
-TARGET_PARAM = pytest.StashKey[TargetParam]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -110,7 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(), "conformance-xdist")
     else:  # the parametrisation always sets it; without xdist it is inert
         config.addinivalue_line("markers", "xdist_group(name): keep tests of one host on one xdist worker")
-    if not _suite_selected(config):
+    if not _suite_selected(config) or config.getoption("help", default=False):
         return
     try:
         level = Level(str(_option(config, "conformance_level")).upper())
@@ -125,7 +124,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         drivers = registry.load_all(impls or None)
         deviations = load(_option(config, "conformance_deviations") or None)
-    except (LookupError, ValueError) as exc:
+    except (LookupError, ValueError, OSError) as exc:
         raise pytest.UsageError(str(exc)) from None
     now = dt.datetime.now(dt.UTC)
     workerinput = getattr(config, "workerinput", None)
@@ -134,7 +133,7 @@ def pytest_configure(config: pytest.Config) -> None:
     hosts_option = config.getoption("hosts", default=None)
     try:
         hosts = resolve(
-            hosts_option.split(",") if hosts_option else None,
+            hosts_option.split(",") if hosts_option is not None else None,
             connection=config.getoption("connection", default=None),
             ansible_inventory=config.getoption("ansible_inventory", default=None),
             ssh_config=config.getoption("ssh_config", default=None),
@@ -145,10 +144,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     timeout = float(_option(config, "conformance_probe_timeout"))
     report_dir = _option(config, "conformance_report_dir")
+    shared = (workerinput or {}).get("conformance_hosts")
+    if shared:
+        gathered = host_facts.from_controller(hosts, json.loads(shared), short_id, timeout)
+    else:
+        gathered = host_facts.gather(hosts, short_id, timeout)
+    if gathered.errors:
+        raise pytest.UsageError("; ".join(gathered.errors.values()))
     config.stash[STATE] = RunState(
         run_id=run_id, short_id=short_id, started=now, level=level, areas=areas,
         impls=list(drivers), catalogue=load_catalogue(), deviations=deviations, drivers=drivers,
-        hosts=host_facts.gather(hosts, short_id, timeout),
+        hosts=gathered,
         with_faults=bool(_option(config, "conformance_faults")),
         report_dir=Path(report_dir) if report_dir else None,
     )
@@ -163,6 +169,9 @@ class XdistHooks:
         state = node.config.stash.get(STATE, None)
         if state is not None:
             node.workerinput["conformance_run_id"] = state.run_id
+            # Facts are gathered once per host per run: workers get the controller's.
+            node.workerinput["conformance_hosts"] = json.dumps({
+                "facts": state.hosts.facts, "unreachable": state.hosts.unreachable, "specs": state.hosts.specs})
 
 
 def _clause_of(node: pytest.Item | pytest.Metafunc, catalogue: Catalogue) -> Clause:
@@ -195,11 +204,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if state.with_faults and clause.id in driver.faults():
                 params.append(TargetParam(host, name, clause.id))
     if not params:
-        why = "no selected implementation offers area " + clause.area
-        if not state.hosts.reachable:
-            why = "no host is reachable"
-        metafunc.parametrize("target", [pytest.param(None, marks=pytest.mark.skip(reason=why))],
-                             ids=["none"], indirect=True)
+        # Recorded as skips with the reason, so a run that checked nothing says so instead of passing.
+        why = f"no selected implementation ({', '.join(state.drivers)}) offers area {clause.area}"
+        placeholders = [TargetParam(host, "none") for host in state.hosts.reachable]
+        metafunc.parametrize("target", [pytest.param(p, id=p.id, marks=pytest.mark.skip(reason=why))
+                                        for p in placeholders], indirect=True)
         return
     # One xdist group per host: with --dist loadgroup a host's tests stay on one worker, which reuses
     # its ssh connection and never races another worker on the same host.
@@ -224,7 +233,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         keep.append(item)
         callspec = getattr(item, "callspec", None)
         param = callspec.params.get("target") if callspec is not None else None
-        if not isinstance(param, TargetParam) or param.fault:
+        if not isinstance(param, TargetParam) or param.fault or param.implementation not in state.drivers:
             continue
         driver = state.drivers[param.implementation]
         deviation = find(state.deviations, clause.id, param.implementation,
@@ -232,7 +241,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if deviation is not None:
             item.add_marker(pytest.mark.conformance_deviation(deviation))
             if not deviation.expired():
-                item.add_marker(pytest.mark.xfail(strict=True, reason=f"{deviation.justification} ({deviation.link})"))
+                # raises=AssertionError: only a non-conformance is the recorded deviation; a harness error,
+                # a timeout or an unreachable host must still show as what it is.
+                item.add_marker(pytest.mark.xfail(strict=True, raises=AssertionError,
+                                                  reason=f"{deviation.justification} ({deviation.link})"))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -243,7 +255,6 @@ def target(request: pytest.FixtureRequest) -> Target:
     """The host and implementation this test runs against, bound to its clause."""
     state = request.config.stash[STATE]
     param: TargetParam = request.param
-    request.node.stash[TARGET_PARAM] = param
     clause = _clause_of(request.node, state.catalogue)
     facts = state.hosts.facts[param.host]
     driver = state.drivers[param.implementation]
@@ -268,8 +279,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Turn each phase's outcome into a verdict and attach it to the report (xdist carries it)."""
     report: pytest.TestReport = yield
     state = item.config.stash.get(STATE, None)
-    param = item.stash.get(TARGET_PARAM, None)
-    if state is None or param is None or not item.get_closest_marker("clause"):
+    callspec = getattr(item, "callspec", None)
+    param = callspec.params.get("target") if callspec is not None else None
+    if state is None or not isinstance(param, TargetParam) or not item.get_closest_marker("clause"):
         return report
     if report.when == "teardown" and report.passed:
         return report
@@ -286,7 +298,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "context": dict(target.context) if isinstance(target, Target) else {},
     }
     report.user_properties.append((RESULT_PROPERTY, json.dumps(entry)))
-    if decision.verdict == Verdict.WARN:
+    if decision.verdict == Verdict.WARN and report.when == "call":
         report.outcome = "passed"
         report.sections.append(("conformance warning", f"WARN ({clause.level} clause below --level "
                                 f"{state.level}): {decision.message}"))
@@ -351,6 +363,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     for host, reason in state.hosts.unreachable.items():
         state.collector.unreachable(host, reason)
+    if state.hosts.unreachable and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED  # plain pytest must not call an unreached host a pass
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     _cleanup_hosts(state)
     if state.report_dir is None:
         return
@@ -364,12 +379,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                  "areas": list(state.areas), "faults": state.with_faults, "level": str(state.level),
                  "probe_timeout": float(_option(config, "conformance_probe_timeout")),
                  "deviations": _option(config, "conformance_deviations") or "conformance/deviations.yaml",
-                 "report_dir": str(state.report_dir), "pytest_args": list(config.invocation_params.args)},
+                 "report_dir": str(state.report_dir), "pytest_args": list(config.invocation_params.args),
+                 "interrupted": interrupted},
         seeds={}, catalogue=state.catalogue, hosts=_host_records(state), collector=state.collector,
     )
     run_dir = state.report_dir / state.run_id
     write_all(Results.from_dict(doc), run_dir)
-    point_latest(state.report_dir, run_dir)
+    if not interrupted:  # reports/latest always names a complete run
+        point_latest(state.report_dir, run_dir)
     state.report_path = run_dir
 
 

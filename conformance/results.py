@@ -10,7 +10,7 @@ from typing import Any
 
 from conformance import __version__
 from conformance.clauses import Catalogue
-from conformance.verdicts import Level, Verdict
+from conformance.verdicts import Level, Verdict, counts_against
 
 JsonDict = dict[str, Any]
 
@@ -88,6 +88,6 @@ def document(
         "results": results,
         "summary": {
             "total": len(results), "by_verdict": by_verdict, "by_level": by_level,
-            "conformant": not any(Verdict(r["verdict"]).is_bad for r in results),
+            "conformant": not any(counts_against(Verdict(r["verdict"]), r["fault"] is not None) for r in results),
         },
     }

@@ -68,7 +68,8 @@ class ProbeClient:
         """Where the probe zip lives on the host."""
         if not self._bundle:
             self._bundle = build_bundle()
-        return f"/tmp/{PREFIX}probe-{hashlib.sha256(self._bundle).hexdigest()[:12]}.pyz"
+        # The run id in the name: another run (or `conformance facts`) on the same host removes only its own.
+        return f"/tmp/{PREFIX}{self.run_id}-probe-{hashlib.sha256(self._bundle).hexdigest()[:12]}.pyz"
 
     def _sh(self, script: str, *args: str, timeout: float = _SETUP_TIMEOUT) -> str:
         result = self.host.run(["sh", "-c", script, "sh", *args], timeout)
@@ -121,8 +122,10 @@ class ProbeClient:
             if request_file:
                 self._sh('rm -f "$1"', request_file)
         if result.rc in (124, 137):
+            how = ("it was stopped and cleaned up" if result.rc == 124 else
+                   "it had to be killed: run `conformance clean` on the host")
             raise ProbeTimeout(f"{self.host.name}: probe for {', '.join(s.kind for s in scenarios)} "
-                               f"took longer than {limit:.0f}s; it was stopped and cleaned up")
+                               f"took longer than {limit:g}s; {how}")
         if result.rc != 0:
             raise ProbeError(f"{self.host.name}: probe failed: {result.describe()}")
         try:

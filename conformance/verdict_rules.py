@@ -45,9 +45,13 @@ def decide(report: pytest.TestReport, excinfo: pytest.ExceptionInfo[BaseExceptio
         return Decision(Verdict.UNREACHABLE, str(exc))
     if isinstance(exc, ProbeTimeout):
         return Decision(Verdict.TIMEOUT, str(exc))
-    # pytest.fail() is deliberate wherever it is raised (an expired deviation fails in setup); a plain
-    # assertion outside the test body is a broken fixture, which is the harness's problem.
-    if isinstance(exc, pytest.fail.Exception) or (isinstance(exc, AssertionError) and report.when == "call"):
+    if isinstance(exc, pytest.fail.Exception):
+        if str(exc).startswith("Timeout"):  # pytest-timeout stopped the test
+            return Decision(Verdict.TIMEOUT, str(exc))
+        # pytest.fail() is deliberate wherever it is raised (an expired deviation fails in setup)
+        return Decision(Verdict.FAIL, str(exc))
+    if isinstance(exc, AssertionError) and report.when == "call":
+        # Only a check of the clause in the test body is a non-conformance; below --level it warns.
         verdict = Verdict.FAIL if level.within(threshold) else Verdict.WARN
         if isinstance(exc, NonConformance):
             return Decision(verdict, str(exc), _text(exc.expected), _text(exc.actual))

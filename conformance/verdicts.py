@@ -44,6 +44,18 @@ class Verdict(enum.StrEnum):
         return self in {Verdict.FAIL, Verdict.ERROR, Verdict.TIMEOUT, Verdict.UNREACHABLE}
 
 
+def counts_against(verdict: Verdict, faulty: bool) -> bool:
+    """Whether one result makes a run non-conformant (or undecided).
+
+    A deliberately faulty variant (``--faults``, the suite's teeth) is expected to fail: it counts
+    against the run when it passes, because then its clause's test has no teeth, or when the harness
+    could not decide; never because it failed.
+    """
+    if faulty:
+        return verdict in {Verdict.PASS, Verdict.ERROR, Verdict.TIMEOUT, Verdict.UNREACHABLE}
+    return verdict.is_bad
+
+
 #: Exit codes of `conformance run`, documented in README.md.
 EXIT_CONFORMANT = 0
 EXIT_NOT_CONFORMANT = 1

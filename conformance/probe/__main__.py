@@ -67,6 +67,10 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"conformance probe: unreadable request: {exc}", file=sys.stderr)
         return 2
+    if os.geteuid() != 0:
+        print("conformance probe: must run as root (it mounts, unshares and writes cgroups); connect as "
+              "root or pass --sudo", file=sys.stderr)
+        return 2
     try:
         answer = run_batch(request)
     except Interrupted as exc:

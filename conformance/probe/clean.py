@@ -22,31 +22,36 @@ def _matches(name: str, run_id: str | None) -> bool:
     return name.startswith(PREFIX + (run_id or ""))
 
 
+#: Where runs make mounts and files; nothing elsewhere is touched, whatever its name.
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/run/netns")
+
+
+def _in_scratch(path: str, run_id: str | None) -> bool:
+    return any(path.startswith(f"{base}/{PREFIX}{run_id or ''}") for base in SCRATCH_DIRS)
+
+
 def leftover_mounts(run_id: str | None = None) -> list[str]:
-    """Mount points whose source or path carries the prefix, deepest first."""
+    """Mount points in a prefixed scratch dir, deepest first."""
     found: list[str] = []
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         for line in handle:
-            left, _, right = line.partition(" - ")
-            mountpoint = left.split()[4].replace("\\040", " ")
-            source = right.split()[1] if len(right.split()) > 1 else ""
-            if _matches(source, run_id) or any(_matches(part, run_id) for part in mountpoint.split("/")):
+            mountpoint = line.split()[4].replace("\\040", " ")
+            if _in_scratch(mountpoint, run_id):
                 found.append(mountpoint)
     return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
 
 
 def leftover_cgroups(run_id: str | None = None) -> list[str]:
-    """Cgroup dirs with the prefix in every mounted hierarchy (children first)."""
+    """Prefixed cgroups directly under each hierarchy's root, where runs make them (and nowhere deeper)."""
     found: list[str] = []
     for h in cgroupfs.hierarchies():
-        for dirpath, dirnames, _files in os.walk(h.mountpoint):
-            found.extend(os.path.join(dirpath, d) for d in dirnames if _matches(d, run_id))
-            if dirpath.count("/") - h.mountpoint.count("/") >= 3:
-                dirnames[:] = []
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+        with contextlib.suppress(OSError):
+            found.extend(os.path.join(h.mountpoint, d) for d in os.listdir(h.mountpoint)
+                         if _matches(d, run_id) and os.path.isdir(os.path.join(h.mountpoint, d)))
+    return sorted(found)
 
 
-def leftover_paths(run_id: str | None = None, dirs: tuple[str, ...] = ("/tmp", "/var/tmp", "/run/netns")) -> list[str]:
+def leftover_paths(run_id: str | None = None, dirs: tuple[str, ...] = SCRATCH_DIRS) -> list[str]:
     """Scratch dirs, probe bundles and netns files with the prefix."""
     found: list[str] = []
     for base in dirs:

@@ -69,6 +69,15 @@ class Sandbox:
     def close(self) -> list[str]:
         """Run every cleanup step, carrying on past failures; returns what could not be undone."""
         problems: list[str] = []
+        # A second Ctrl-C or the controller's SIGTERM must not cut a step in half: hold them until done.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self._undo_all(problems)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return problems
+
+    def _undo_all(self, problems: list[str]) -> None:
         while self._undo:
             what, step = self._undo.pop()
             try:
@@ -76,7 +85,6 @@ class Sandbox:
             except OSError as exc:
                 if exc.errno not in (errno.ENOENT, errno.EINVAL):
                     problems.append(f"{what}: {exc}")
-        return problems
 
     def path(self, *parts: str) -> str:
         """A path inside the scratch dir."""

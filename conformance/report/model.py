@@ -19,7 +19,7 @@ from conformance.clauses import Clause
 from conformance.report._io import atomic_write_text
 from conformance.report.errors import ReportError
 from conformance.report.validate import validate
-from conformance.verdicts import Level, Verdict
+from conformance.verdicts import Level, Verdict, counts_against
 
 SCHEMA_VERSION = 1
 
@@ -281,7 +281,7 @@ def summarize(results: Results, level: Level | None = None) -> Summary:
         by_verdict[r.verdict] += 1
         if r.level is not None:
             by_level[r.level][r.verdict] += 1
-        if r.verdict.is_bad and (r.level is None or r.level.within(threshold)):
+        if counts_against(r.verdict, r.fault is not None) and (r.level is None or r.level.within(threshold)):
             conformant = False
     return Summary(total=len(results.results), by_verdict=by_verdict, by_level=by_level, conformant=conformant)
 

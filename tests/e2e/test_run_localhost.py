@@ -109,6 +109,7 @@ def test_unreachable_host_is_one_verdict_and_localhost_completes(tmp_path: Path)
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert run_cli("run", "--report-dir", str(tmp_path), "--hosts", ",").returncode == 2
+    assert run_cli("run", "--report-dir", str(tmp_path), "--hosts", "").returncode == 2
     assert run_cli("run", "--report-dir", str(tmp_path), "--impl", "nonesuch").returncode == 2
 
 
@@ -170,11 +171,60 @@ def test_known_deviations_turn_red_when_stale(tmp_path: Path) -> None:
         " link: https://example.org/2, expires: 2001-01-01}\n"
         "  - {clause: HOST-NS-UTS-001, implementation: kernel, versions: '<1.0', justification: an old kernel"
         " only, link: https://example.org/3, expires: 2999-01-01}\n"
+        "  - {clause: HOST-CGROUP-007, implementation: kernel, versions: '>=3.0', justification: hybrid"
+        " cgroups until the fleet moves, link: https://example.org/4, expires: 2999-01-01}\n"
     )
-    _done, results, _run_dir = _run(tmp_path / "reports", "--area", "host", "--", "--deviations", str(deviations))
+    _done, results, _run_dir = _run(tmp_path / "reports", "--area", "host", "--level", "SHOULD",
+                                    "--", "--deviations", str(deviations))
     verdicts = {r["clause"]: r for r in results["results"]}
     assert verdicts["HOST-OVERLAY-001"]["verdict"] == "fail"
     assert "no longer deviates" in verdicts["HOST-OVERLAY-001"]["message"]
     assert verdicts["HOST-OVERLAY-002"]["verdict"] == "fail"
     assert "expired on 2001-01-01" in verdicts["HOST-OVERLAY-002"]["message"]
     assert verdicts["HOST-NS-UTS-001"]["verdict"] == "pass"  # the version range does not cover this kernel
+    # a kernel release like 6.18.44-fc-v669 is compared as 6.18.44; on a v2 host the clause passes instead
+    expected = "fail" if results["hosts"][0]["facts"]["cgroup"]["mode"] == "v2" else "xfail"
+    assert verdicts["HOST-CGROUP-007"]["verdict"] == expected, verdicts["HOST-CGROUP-007"]
+
+
+HARNESS_FAULT = """
+from conformance.transport import ProbeClient, ProbeError
+
+_call = ProbeClient.call
+
+
+def call(self, scenarios, *args, **kwargs):
+    if any(s.kind == "host.filesystems" for s in scenarios):
+        raise ProbeError("made-up probe crash")
+    return _call(self, scenarios, *args, **kwargs)
+
+
+ProbeClient.call = call
+"""
+
+
+def test_harness_error_is_not_hidden_by_a_deviation(tmp_path: Path) -> None:
+    """A crashed probe is `error` (exit 2) even where a known deviation covers the clause."""
+    (tmp_path / "harness_fault.py").write_text(HARNESS_FAULT)
+    deviations = tmp_path / "deviations.yaml"
+    deviations.write_text("deviations:\n  - {clause: HOST-OVERLAY-001, implementation: kernel, justification:"
+                          " covers failures only, link: https://example.org/5, expires: 2999-01-01}\n")
+    env_path = os.environ.get("PYTHONPATH", "")
+    os.environ["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env_path}" if env_path else str(tmp_path)
+    try:
+        done, results, _run_dir = _run(tmp_path / "reports", "--area", "host", "--", "-p", "harness_fault",
+                                       "--deviations", str(deviations))
+    finally:
+        os.environ["PYTHONPATH"] = env_path
+    verdicts = {r["clause"]: r for r in results["results"]}
+    assert verdicts["HOST-OVERLAY-001"]["verdict"] == "error"
+    assert "made-up probe crash" in verdicts["HOST-OVERLAY-001"]["message"]
+    assert done.returncode == 2
+
+
+def test_a_run_that_checks_nothing_is_undecided(tmp_path: Path) -> None:
+    """--impl ref offers no host area yet: every test is a recorded skip, and the run is not called conformant."""
+    done, results, _run_dir = _run(tmp_path, "--impl", "ref", "--area", "host")
+    assert done.returncode == 2 and "nothing was checked" in done.stdout
+    assert {r["verdict"] for r in results["results"]} == {"skip"}
+    assert all("no selected implementation" in r["message"] for r in results["results"])
