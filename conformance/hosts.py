@@ -43,7 +43,8 @@ class CommandResult:
     def describe(self) -> str:
         """The command, exit code and the end of stderr, for error messages."""
         tail = self.stderr.strip()[-800:]
-        return f"`{shlex.join(self.argv)}` exited {self.rc}" + (f": {tail}" if tail else "")
+        shown = [a if len(a) <= 120 else f"{a[:40]}...({len(a)} bytes)" for a in self.argv]
+        return f"`{shlex.join(shown)}` exited {self.rc}" + (f": {tail}" if tail else "")
 
 
 class Host(Protocol):
