@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import secrets
-import shlex
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,7 +141,3 @@ class ProbeClient:
         """Delete the probe zip from the host at the end of a run."""
         self._sh('rm -f "$1"', self.bundle_path)
 
-
-def quote_argv(argv: Sequence[str]) -> str:
-    """A command as a person would retype it."""
-    return shlex.join(argv)
