@@ -81,7 +81,15 @@ class TestinfraHost:
     def spec(self) -> str:
         """The testinfra id, e.g. ssh://node1 or ansible://web1 (local:// for this machine)."""
         backend = self.backend_host.backend
-        return "local://" if backend.get_connection_type() == "local" else str(backend.get_pytest_id())
+        kind = backend.get_connection_type()
+        if kind == "local":
+            return "local://"
+        spec = getattr(backend, "host", None)  # ssh and paramiko keep user and port in a HostSpec
+        if kind in ("ssh", "safe-ssh", "paramiko") and getattr(spec, "name", None):
+            user = f"{spec.user}@" if getattr(spec, "user", None) else ""
+            port = f":{spec.port}" if getattr(spec, "port", None) else ""
+            return f"{kind}://{user}{spec.name}{port}"
+        return str(backend.get_pytest_id())
 
     def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
         """Run through the backend, wrapped in coreutils `timeout` so a hung host-side step is killed there.

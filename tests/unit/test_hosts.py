@@ -33,3 +33,8 @@ def test_refused_ssh_host_is_unreachable() -> None:
     [host] = resolve(["ssh://root@127.0.0.1:1?timeout=3"])
     with pytest.raises(HostUnreachable, match=r"127\.0\.0\.1"):
         ProbeClient(host, "unit").ensure()
+
+
+def test_ssh_specs_keep_user_and_port() -> None:
+    specs = sorted(h.spec for h in resolve(["ssh://root@127.0.0.1:1", "ssh://node9"]))
+    assert specs == ["ssh://node9", "ssh://root@127.0.0.1:1"]
