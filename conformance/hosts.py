@@ -84,7 +84,7 @@ class TestinfraHost:
         kind = backend.get_connection_type()
         if kind == "local":
             return "local://"
-        spec = getattr(backend, "host", None)  # ssh and paramiko keep user and port in a HostSpec
+        spec: Any = getattr(backend, "host", None)  # ssh and paramiko keep user and port in a HostSpec
         if kind in ("ssh", "safe-ssh", "paramiko") and getattr(spec, "name", None):
             user = f"{spec.user}@" if getattr(spec, "user", None) else ""
             port = f":{spec.port}" if getattr(spec, "port", None) else ""
