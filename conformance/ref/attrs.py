@@ -1,0 +1,96 @@
+"""Reading a tar entry's attributes, and setting them on what was just created without following links.
+
+Timestamps come from PAX records as exact decimals (a float loses nanoseconds); extreme ones are
+clamped, not an error (H-31, moby's boundTime). Extended attributes come from PAX `SCHILY.xattr.*`
+records, whose values are bytes that tarfile hands over as surrogate-escaped text.
+"""
+
+from __future__ import annotations
+
+import decimal
+import errno
+import os
+import tarfile
+
+XATTR_PAX = "SCHILY.xattr."
+
+#: overlayfs keeps its own state in these xattrs; applied raw, a rootfs later used as a lowerdir would
+#: obey a layer's forged redirect or metacopy (overlayfs.rst; H-15). They are never applied.
+OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+
+#: Host-specific labels: not image content, and never removed from a directory a layer updates.
+HOST_XATTRS = ("security.selinux",)
+
+#: setxattr errors meaning "this filesystem or this user cannot have it": noted, not fatal (layer.md:
+#: xattrs are applied "where supported").
+XATTR_UNSUPPORTED = (errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP)
+
+_NS = 10**9
+_NS_MAX = 2**63 - 1
+
+
+def entry_times(member: tarfile.TarInfo) -> tuple[int, int]:
+    """(atime, mtime) in ns; atime is mtime unless a PAX record says otherwise."""
+    mtime = _ns(member.pax_headers.get("mtime"), member.mtime)
+    atime = member.pax_headers.get("atime")
+    return (mtime if atime is None else _ns(atime, member.mtime)), mtime
+
+
+def _ns(text: str | None, fallback: float) -> int:
+    for value in (text, fallback):
+        if value is None:
+            continue
+        try:
+            ns = int(decimal.Decimal(value) * _NS)
+        except (decimal.InvalidOperation, ValueError, OverflowError):
+            continue
+        return max(-_NS_MAX, min(_NS_MAX, ns))
+    return 0
+
+
+def entry_xattrs(member: tarfile.TarInfo) -> tuple[dict[str, bytes], list[str]]:
+    """The entry's xattrs to apply, and the overlay ones it carried that must not be."""
+    wanted: dict[str, bytes] = {}
+    refused: list[str] = []
+    for key, value in member.pax_headers.items():
+        if key.startswith(XATTR_PAX):
+            name = key[len(XATTR_PAX):]
+            if name.startswith(OVERLAY_XATTRS):
+                refused.append(name)
+            else:
+                wanted[name] = value.encode("utf-8", "surrogateescape")
+    return wanted, refused
+
+
+def list_xattrs(target: int | str, follow: bool) -> list[str]:
+    """The xattr names of an fd or path ([] where the filesystem has none)."""
+    try:
+        return os.listxattr(target, follow_symlinks=follow)
+    except OSError as err:
+        if err.errno in XATTR_UNSUPPORTED:
+            return []
+        raise
+
+
+def chmod_node(parent: int, name: str, mode: int) -> None:
+    """Set a device's or fifo's mode without opening it (a fifo would block) or following a link.
+
+    An O_PATH fd names the node itself; chmod through its /proc/self/fd link reaches that inode.
+    """
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    except OSError:
+        os.chmod(name, mode, dir_fd=parent)
+        return
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", mode)
+    except FileNotFoundError:  # no /proc: the node was just made here, by this process
+        os.chmod(name, mode, dir_fd=parent)
+    finally:
+        os.close(fd)
+
+
+def os_reason(err: OSError) -> str:
+    """`Permission denied (EACCES)`: the strerror and the errno name, for an error message."""
+    name = errno.errorcode.get(err.errno or 0, "")
+    return f"{err.strerror or err} ({name})" if name else str(err)

@@ -1,0 +1,61 @@
+"""Apply a whole image from an OCI layout: verify everything first, then apply the layers in order.
+
+manifest.md: the final filesystem "MUST match the result of applying the layers to an empty
+directory", base layer first. descriptor.md: content from untrusted sources SHOULD be verified before
+use, so every layer blob is read once to check its digest, its size and its DiffID (config.md
+rootfs.diff_ids: the digest of the *uncompressed* tar) before the rootfs is touched; the apply pass
+checks them again as it reads, in case a blob changed in between.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from conformance.ref.errors import LayoutError
+from conformance.ref.layers import ApplyOptions, ApplyStats, apply_layer
+from conformance.ref.layout import Layout
+from conformance.ref.oci import layer_compression
+from conformance.ref.streams import TarStream
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """What apply_image did: which manifest, and each layer's ApplyStats, base first."""
+
+    manifest: str
+    layers: tuple[ApplyStats, ...]
+
+
+def apply_image(layout: Layout | str | os.PathLike[str], ref: str | None, rootfs: str | os.PathLike[str], *,
+                options: ApplyOptions | None = None) -> ImageStats:
+    """Apply the image `ref` (its ref.name; None for a layout's only image) of `layout` onto `rootfs`."""
+    options = options or ApplyOptions()
+    layout = layout if isinstance(layout, Layout) else Layout(layout)
+    descriptor = layout.resolve(ref)
+    manifest = layout.manifest(descriptor)
+    config = layout.config(manifest)
+    if len(config.diff_ids) != len(manifest.layers):
+        raise LayoutError(f"manifest {descriptor.digest}: {len(manifest.layers)} layers but the config has "
+                          f"{len(config.diff_ids)} diff_ids")
+    for layer in manifest.layers:
+        try:
+            layer_compression(layer.media_type)
+        except LayoutError as err:
+            raise LayoutError(f"layer {layer.digest}: {err}") from None
+    layers = [(layer, config.diff_ids[n]) for n, layer in enumerate(manifest.layers)]  # lengths checked above
+    for n, (layer, diff_id) in enumerate(layers):
+        with layout.open_blob(layer) as reader:
+            tar = TarStream(reader, layer_compression(layer.media_type), options.max_bytes, layer.short())
+            tar.drain()
+            reader.drain()
+        if tar.diff_id() != diff_id:
+            raise LayoutError(f"layer {layer.digest}: uncompressed digest {tar.diff_id()} is not "
+                              f"rootfs.diff_ids[{n}] {diff_id}")
+    applied = []
+    for layer, diff_id in layers:
+        with layout.open_blob(layer) as reader:
+            applied.append(apply_layer(rootfs, reader, media_type=layer.media_type, options=options,
+                                       label=layer.short(), expected_diff_id=diff_id))
+            reader.drain()
+    return ImageStats(descriptor.digest, tuple(applied))

@@ -1,0 +1,203 @@
+"""Applying one layer: changesets over existing files, attributes, devices, streams and their checks."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from trees import ROOT, Entry, chardev, directory, file, hardlink, make_tar, symlink, whiteout
+
+from conformance.ref.errors import LayerError, LayoutError
+from conformance.ref.layers import ApplyOptions, apply_layer
+from conformance.ref.oci import LAYER_GZIP, LAYER_ZSTD
+
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (ownership, device nodes)")
+
+
+def test_directory_over_directory_keeps_children_and_takes_attributes(scratch: Path) -> None:
+    """OCI-LAYER-006: an entry dir over an existing dir replaces its attributes, children kept."""
+    apply_layer(scratch, make_tar(directory("d", mode=0o700), file("d/x", b"x")))
+    apply_layer(scratch, make_tar(directory("d", mode=0o751, uid=5 if ROOT else 0, mtime=1234)))
+    info = (scratch / "d").stat()
+    assert (scratch / "d" / "x").read_bytes() == b"x"
+    assert (stat.S_IMODE(info.st_mode), info.st_mtime) == (0o751, 1234)
+    if ROOT:
+        assert info.st_uid == 5
+
+
+def test_replacing_a_hardlinked_file_leaves_its_partner_alone(scratch: Path) -> None:
+    """OCI-LAYER-007: any other collision is unlink + recreate, so `b` keeps the old content."""
+    apply_layer(scratch, make_tar(file("a", b"old"), hardlink("b", "a")))
+    apply_layer(scratch, make_tar(file("a", b"new")))
+    assert (scratch / "a").read_bytes() == b"new" and (scratch / "b").read_bytes() == b"old"
+    assert not os.path.samefile(scratch / "a", scratch / "b")
+
+
+@pytest.mark.parametrize(("lower", "upper", "check"), [
+    ((directory("x"), file("x/child", b"c")), (file("x", b"file"),), lambda p: p.read_bytes() == b"file"),
+    ((file("x", b"file"),), (directory("x"), file("x/child", b"c")), lambda p: (p / "child").is_file()),
+    ((directory("x"), file("x/child", b"c")), (symlink("x", "elsewhere"),), lambda p: os.readlink(p) == "elsewhere"),
+    ((symlink("x", "target"), directory("target"), file("target/keep", b"k")), (file("x", b"file"),),
+     lambda p: p.read_bytes() == b"file" and (p.parent / "target" / "keep").exists()),
+], ids=["dir-to-file", "file-to-dir", "dir-to-symlink", "symlink-to-file"])
+def test_type_changes_unlink_and_recreate(scratch: Path, lower: tuple[Entry, ...], upper: tuple[Entry, ...],
+                                          check: object) -> None:
+    apply_layer(scratch, make_tar(*lower))
+    apply_layer(scratch, make_tar(*upper))
+    assert callable(check) and check(scratch / "x")
+
+
+def test_regular_file_over_symlink_does_not_write_through(scratch: Path) -> None:
+    """OCI-LAYER-007c: L0 `s -> victim-outside`, L1 regular `s`: the symlink is replaced, not followed."""
+    outside = scratch / "outside"
+    outside.write_bytes(b"keep")
+    root = scratch / "root"
+    root.mkdir()
+    apply_layer(root, make_tar(symlink("s", str(outside))))
+    apply_layer(root, make_tar(file("s", b"new")))
+    assert outside.read_bytes() == b"keep" and (root / "s").read_bytes() == b"new"
+
+
+def test_attributes_are_applied(scratch: Path) -> None:
+    """OCI-LAYER-003: mode (setuid too), owner, mtime with PAX sub-second precision, xattrs, symlink mtime."""
+    pax = {"mtime": "1234567890.123456789", "SCHILY.xattr.user.greeting": "hello"}
+    uid = 1234 if ROOT else os.geteuid()
+    stats = apply_layer(scratch, make_tar(
+        directory("d", mode=0o750, mtime=99), Entry("d/f", data=b"data", mode=0o4755, uid=uid, gid=uid, pax=pax),
+        Entry("l", b"2", linkname="d/f", mtime=77)))
+    f = (scratch / "d" / "f").stat()
+    assert stat.S_IMODE(f.st_mode) == 0o4755 and (f.st_uid, f.st_gid) == (uid, uid)
+    assert f.st_mtime_ns == 1234567890_123456789
+    assert os.getxattr(scratch / "d" / "f", "user.greeting") == b"hello"
+    assert os.lstat(scratch / "l").st_mtime == 77
+    d = (scratch / "d").stat()
+    assert (stat.S_IMODE(d.st_mode), d.st_mtime) == (0o750, 99), "directory attributes are set after its children"
+    assert stats.files == 1 and stats.directories == 1 and stats.symlinks == 1 and stats.bytes_written == 4
+
+
+def test_binary_xattr_values_survive(scratch: Path) -> None:
+    value = bytes([0, 1, 2, 0xFF, 0xFE])
+    apply_layer(scratch, make_tar(Entry("f", pax={"SCHILY.xattr.user.bin": value.decode("utf-8", "surrogateescape")})))
+    assert os.getxattr(scratch / "f", "user.bin") == value
+
+
+def test_overlay_xattrs_are_not_applied(scratch: Path) -> None:
+    """H-15: a layer must not plant overlayfs state (redirect, metacopy, opaque) in a future lowerdir."""
+    stats = apply_layer(scratch, make_tar(directory("d", pax={"SCHILY.xattr.trusted.overlay.redirect": "/etc",
+                                                              "SCHILY.xattr.user.overlay.opaque": "y"})))
+    assert not [n for n in os.listxattr(scratch / "d") if "overlay" in n]
+    assert any("overlay xattrs not applied" in note for note in stats.notes)
+
+
+def test_hardlink_to_symlink_links_the_symlink(scratch: Path) -> None:
+    """OCI-HL-004: linkat without following: `h` is the symlink's inode."""
+    apply_layer(scratch, make_tar(symlink("s", "/etc/passwd"), hardlink("h", "s")))
+    assert os.readlink(scratch / "h") == "/etc/passwd"
+    assert os.lstat(scratch / "h").st_ino == os.lstat(scratch / "s").st_ino
+
+
+def test_hardlink_to_lower_file(scratch: Path) -> None:
+    """OCI-HL-003: a link to a file of a lower layer links that file."""
+    apply_layer(scratch, make_tar(file("a", b"lower")))
+    apply_layer(scratch, make_tar(hardlink("b", "a")))
+    assert os.path.samefile(scratch / "a", scratch / "b")
+
+
+@needs_root
+def test_devices_and_fifos_are_created_as_root(scratch: Path) -> None:
+    stats = apply_layer(scratch, make_tar(directory("dev"), chardev("dev/null", 1, 3),
+                                          Entry("dev/sda", b"4", device=(8, 0), mode=0o660),
+                                          Entry("fifo", b"6", mode=0o640)))
+    null, sda, fifo = (os.lstat(scratch / p) for p in ("dev/null", "dev/sda", "fifo"))
+    assert stat.S_ISCHR(null.st_mode) and os.major(null.st_rdev) == 1 and os.minor(null.st_rdev) == 3
+    assert stat.S_IMODE(null.st_mode) == 0o666, "mode is exact, not masked by the umask"
+    assert stat.S_ISBLK(sda.st_mode) and stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o640
+    assert stats.devices == 2 and stats.fifos == 1
+
+
+def test_devices_are_skipped_with_a_note_when_asked(scratch: Path) -> None:
+    """Not root: devices are skipped (hardlinks to them too) and the stats say so."""
+    stats = apply_layer(scratch, make_tar(chardev("null"), hardlink("null2", "null")),
+                        options=ApplyOptions(devices="skip", ownership=False))
+    assert not os.path.lexists(scratch / "null") and not os.path.lexists(scratch / "null2")
+    assert stats.devices == 0
+    assert any(note.startswith("device nodes skipped") and "'null'" in note for note in stats.notes)
+
+
+def test_ownership_is_skipped_with_a_note_when_asked(scratch: Path) -> None:
+    stats = apply_layer(scratch, make_tar(Entry("f", uid=4321, gid=4321)), options=ApplyOptions(ownership=False))
+    assert (scratch / "f").stat().st_uid == os.geteuid()
+    assert any(note.startswith("ownership not applied") for note in stats.notes)
+
+
+def test_bad_devices_policy_is_a_usage_error() -> None:
+    with pytest.raises(ValueError, match="devices policy"):
+        ApplyOptions(devices="maybe")
+
+
+def test_gzip_layer_stats_name_both_digests(scratch: Path) -> None:
+    tar = make_tar(file("a", b"x" * 10000))
+    blob = gzip.compress(tar, mtime=0)
+    stats = apply_layer(scratch, io.BytesIO(blob), media_type=LAYER_GZIP)
+    assert stats.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert stats.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
+    assert (stats.compressed_size, stats.size) == (len(blob), len(tar))
+
+
+def test_multi_member_gzip_and_trailing_zeros_are_accepted(scratch: Path) -> None:
+    tar = make_tar(file("a", b"x" * 10000))
+    blob = gzip.compress(tar[:4096], mtime=0) + gzip.compress(tar[4096:], mtime=0) + bytes(100)
+    stats = apply_layer(scratch, blob, media_type=LAYER_GZIP)
+    assert (scratch / "a").read_bytes() == b"x" * 10000 and stats.diff_id.endswith(hashlib.sha256(tar).hexdigest())
+
+
+def test_garbage_after_gzip_is_refused(scratch: Path) -> None:
+    blob = gzip.compress(make_tar(file("a")), mtime=0) + b"garbage!"
+    with pytest.raises(LayerError, match="corrupt gzip"):
+        apply_layer(scratch, blob, media_type=LAYER_GZIP)
+
+
+def test_expected_diff_id_is_checked(scratch: Path) -> None:
+    with pytest.raises(LayerError, match="DiffID is sha256:"):
+        apply_layer(scratch, make_tar(file("a")), expected_diff_id="sha256:" + "0" * 64)
+
+
+def test_tar_without_end_marker_is_accepted(scratch: Path) -> None:
+    """Go's archive/tar accepts a stream that stops right after its last entry; so does this."""
+    tar = make_tar(file("a", b"x"))
+    apply_layer(scratch, tar[:1024])
+    assert (scratch / "a").read_bytes() == b"x"
+
+
+def test_unsupported_media_type_is_refused(scratch: Path) -> None:
+    with pytest.raises(LayoutError, match="zstd"):
+        apply_layer(scratch, b"", media_type=LAYER_ZSTD)
+
+
+def test_whiteout_with_content_is_still_a_whiteout(scratch: Path) -> None:
+    apply_layer(scratch, make_tar(file("a", b"x")))
+    apply_layer(scratch, make_tar(Entry(".wh.a", data=b"ignored")))
+    assert not os.path.lexists(scratch / "a") and not os.path.lexists(scratch / ".wh.a")
+
+
+def test_implied_parents_are_created(scratch: Path) -> None:
+    apply_layer(scratch, make_tar(file("a/b/c", b"x")))
+    assert stat.S_IMODE((scratch / "a" / "b").stat().st_mode) == 0o755
+
+
+def test_root_entry_sets_rootfs_attributes(scratch: Path) -> None:
+    root = scratch / "root"
+    root.mkdir()
+    apply_layer(root, make_tar(directory("./", mode=0o711, mtime=4242), file("a")))
+    assert (stat.S_IMODE(root.stat().st_mode), root.stat().st_mtime) == (0o711, 4242)
+
+
+def test_whiteout_markers_count(scratch: Path) -> None:
+    apply_layer(scratch, make_tar(directory("d"), file("d/x"), file("y")))
+    stats = apply_layer(scratch, make_tar(whiteout(".wh.y"), whiteout("d/.wh..wh..opq")))
+    assert (stats.whiteouts, stats.opaque_whiteouts) == (1, 1)
