@@ -146,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE_OR_HARNESS
     results = json.loads(results_path.read_text(encoding="utf-8"))
     exit_code = exit_code_for(results)
-    if exit_code == EXIT_CONFORMANT and code == pytest.ExitCode.TESTS_FAILED:
+    explained = any(Verdict(r["verdict"]).is_bad for r in results["results"])  # caught faults fail in pytest too
+    if exit_code == EXIT_CONFORMANT and code == pytest.ExitCode.TESTS_FAILED and not explained:
         exit_code = EXIT_USAGE_OR_HARNESS  # pytest saw a failure that no verdict recorded: a harness problem
     words = {EXIT_CONFORMANT: "conformant", EXIT_NOT_CONFORMANT: "NOT conformant",
              EXIT_UNREACHABLE: "incomplete: a host was unreachable",

@@ -30,7 +30,7 @@ from conformance.report.model import (
     summarize,
     worst,
 )
-from conformance.verdicts import Level, Verdict
+from conformance.verdicts import Level, Verdict, counts_against
 
 TEMPLATE = "report.html.j2"
 _TOOLTIP_MAX = 600  # per result in a cell's tooltip; the full text is in the Failures section
@@ -118,11 +118,13 @@ def _tooltip(results: list[Result]) -> str:
 
 def _findings(results: Results) -> list[Finding]:
     """Bad results first (unreachable hosts, then by level and clause), then warnings."""
-    chosen = [r for r in results.results if r.verdict.is_bad or r.verdict is Verdict.WARN]
+    # A faulty variant that failed was caught, as it should be: only an uncaught one is a finding.
+    chosen = [r for r in results.results if counts_against(r.verdict, r.fault is not None)
+              or (r.verdict is Verdict.WARN and not r.fault)]
     chosen.sort(key=lambda r: (not r.verdict.is_bad, r.clause is not None,
                                r.level.rank if r.level is not None else -1, r.clause or "",
                                r.host, r.implementation or "", r.fault or "", r.test))
-    return [Finding(f"finding-{i}", r, results.clauses.get(r.clause) if r.clause else None, r.column.label)
+    return [Finding(f"finding-{i}", r, results.clauses.get(r.clause) if r.clause else None, r.matrix_column.label)
             for i, r in enumerate(chosen, 1)]
 
 
@@ -130,7 +132,7 @@ def _rows(results: Results, columns: list[ColumnKey], findings: list[Finding]) -
     by_cell: dict[tuple[str, ColumnKey], list[Result]] = {}
     for r in results.results:
         if r.clause is not None:
-            by_cell.setdefault((r.clause, r.column), []).append(r)
+            by_cell.setdefault((r.clause, r.matrix_column), []).append(r)
     anchors: dict[tuple[str | None, str], str] = {}
     for f in findings:
         anchors.setdefault((f.result.clause, f.result.host if f.result.clause is None else f.label), f.anchor)
@@ -145,7 +147,7 @@ def _rows(results: Results, columns: list[ColumnKey], findings: list[Finding]) -
                 continue
             held = by_cell.get((clause.id, col), [])
             verdict = worst(r.verdict for r in held)
-            bad = verdict is not None and (verdict.is_bad or verdict is Verdict.WARN)
+            bad = any(counts_against(r.verdict, r.fault is not None) or r.verdict is Verdict.WARN for r in held)
             cells.append(Cell(verdict, _tooltip(held) if held else "not run",
                               anchors.get((clause.id, col.label)) if bad else None))
         rows.append(Row(clause, cells, f"{clause.id} {clause.title}".lower(),

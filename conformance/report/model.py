@@ -114,6 +114,10 @@ class HostRecord:
                 "facts": _free(self.facts)}
 
 
+#: The fault of the matrix column that gathers every clause's faulty variant of an implementation.
+ANY_FAULT = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnKey:
     """One column of the matrix: a host, an implementation on it, and the fault injected (if any).
@@ -131,6 +135,8 @@ class ColumnKey:
         if self.implementation is None:
             return self.host
         label = f"{self.host}-{self.implementation}"
+        if self.fault == ANY_FAULT:
+            return f"{label}+fault"
         return f"{label}+fault:{self.fault}" if self.fault else label
 
 
@@ -154,8 +160,13 @@ class Result:
 
     @property
     def column(self) -> ColumnKey:
-        """The matrix column this result belongs to."""
+        """The (host, implementation, fault) this result belongs to."""
         return ColumnKey(self.host, self.implementation, self.fault)
+
+    @property
+    def matrix_column(self) -> ColumnKey:
+        """The matrix column: each clause has its own faulty variant, so they share one column."""
+        return ColumnKey(self.host, self.implementation, ANY_FAULT) if self.fault else self.column
 
     @property
     def key(self) -> tuple[str | None, str, str, str | None, str | None]:
@@ -226,7 +237,7 @@ class Results:
         so that it shows up in the matrix (all black) instead of silently vanishing.
         """
         order = {h.name: i for i, h in enumerate(self.hosts)}
-        keys = {r.column for r in self.results if r.clause is not None}
+        keys = {r.matrix_column for r in self.results if r.clause is not None}
         hosts_with_columns = {k.host for k in keys}
         keys |= {ColumnKey(h.name, None, None) for h in self.hosts
                  if not h.reachable and h.name not in hosts_with_columns}
