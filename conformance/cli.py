@@ -102,7 +102,9 @@ def exit_code_for(results: dict[str, Any]) -> int:
 
     Worst first: 2, 3, 1. Faulty variants (--faults) count only when one was not caught.
     """
-    counted = [r for r in results["results"] if counts_against(Verdict(r["verdict"]), r.get("fault") is not None)]
+    threshold = Level(results["run"]["level"])
+    counted = [r for r in results["results"] if counts_against(Verdict(r["verdict"]), r.get("fault") is not None)
+               and not (r["verdict"] == Verdict.TIMEOUT and r["level"] and not Level(r["level"]).within(threshold))]
     verdicts = {r["verdict"] for r in counted}
     checked = [r for r in results["results"] if r["verdict"] != Verdict.SKIP]
     if not checked or Verdict.ERROR in verdicts:

@@ -234,8 +234,12 @@ class _Planner:
         return total
 
 
-def write_diff(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[str], out: Writable) -> DiffStats:
-    """Write the layer from `lower` (None: an empty tree, so a full layer of `upper`) to `upper`."""
+def write_diff(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[str], out: Writable, *,
+               faults: frozenset[str] = frozenset()) -> DiffStats:
+    """Write the layer from `lower` (None: an empty tree, so a full layer of `upper`) to `upper`.
+
+    `faults` names deliberately wrong behaviours, only for the suite's own tests.
+    """
     notes: list[str] = []
     upper_tree = _Tree(upper, notes)
     plan = _Planner(_Tree(lower, notes), upper_tree).plan()
@@ -244,6 +248,8 @@ def write_diff(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[st
     first_of: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for kind, path in _ordered(plan):
+            if kind != "entry" and "omit-whiteouts" in faults:  # FAULT: deletions are not recorded
+                continue
             counts["entries"] += 1
             if kind == "whiteout":
                 counts["whiteouts"] += 1
@@ -255,6 +261,8 @@ def write_diff(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[st
                 node = upper_tree.nodes[path]
                 name = "/".join(path)
                 info = _header(name, node)
+                if "nondeterministic-diff" in faults:  # FAULT: a random header field in every entry
+                    info.pax_headers["conformance.nonce"] = os.urandom(8).hex()
                 if node.kind != "dir" and node.nlink > 1 and node.inode in first_of:
                     info.type, info.linkname, info.size = tarfile.LNKTYPE, first_of[node.inode], 0
                     counts["hardlinks"] += 1
@@ -269,10 +277,11 @@ def write_diff(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[st
     return DiffStats(digest=sink.digest(), size=sink.size, notes=tuple(notes), **counts)
 
 
-def diff_trees(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[str]) -> bytes:
+def diff_trees(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[str], *,
+               faults: frozenset[str] = frozenset()) -> bytes:
     """The layer from `lower` to `upper` as bytes (write_diff into memory)."""
     buffer = io.BytesIO()
-    write_diff(lower, upper, buffer)
+    write_diff(lower, upper, buffer, faults=faults)
     return buffer.getvalue()
 
 

@@ -66,16 +66,17 @@ def diff_id(tar: bytes) -> str:
     return digest_bytes(tar)
 
 
-def chain_id(diff_ids: list[str]) -> str:
+def chain_id(diff_ids: list[str], *, faults: frozenset[str] = frozenset()) -> str:
     """ChainID(L0) = DiffID(L0); ChainID(L0..n) = Digest(ChainID(L0..n-1) + " " + DiffID(Ln)).
 
     config.md § Layer ChainID: it names the filesystem a stack of layers produces.
     """
     if not diff_ids:
         raise LayoutError("chain id of no layers is undefined")
+    separator = "" if "chain-id-without-space" in faults else " "  # FAULT point
     chain = diff_ids[0]
     parse_digest(chain)
     for next_id in diff_ids[1:]:
         parse_digest(next_id)
-        chain = digest_bytes(f"{chain} {next_id}".encode())
+        chain = digest_bytes(f"{chain}{separator}{next_id}".encode())
     return chain

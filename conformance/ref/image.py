@@ -31,7 +31,7 @@ def apply_image(layout: Layout | str | os.PathLike[str], ref: str | None, rootfs
                 options: ApplyOptions | None = None) -> ImageStats:
     """Apply the image `ref` (its ref.name; None for a layout's only image) of `layout` onto `rootfs`."""
     options = options or ApplyOptions()
-    layout = layout if isinstance(layout, Layout) else Layout(layout)
+    layout = layout if isinstance(layout, Layout) else Layout(layout, faults=options.faults)
     descriptor = layout.resolve(ref)
     manifest = layout.manifest(descriptor)
     config = layout.config(manifest)
@@ -44,18 +44,21 @@ def apply_image(layout: Layout | str | os.PathLike[str], ref: str | None, rootfs
         except LayoutError as err:
             raise LayoutError(f"layer {layer.digest}: {err}") from None
     layers = [(layer, config.diff_ids[n]) for n, layer in enumerate(manifest.layers)]  # lengths checked above
+    if "reverse-layers" in options.faults:  # FAULT: top layer first
+        layers.reverse()
+    check_diff_ids = "skip-diff-id-check" not in options.faults  # FAULT point when false
     for n, (layer, diff_id) in enumerate(layers):
         with layout.open_blob(layer) as reader:
             tar = TarStream(reader, layer_compression(layer.media_type), options.max_bytes, layer.short())
             tar.drain()
             reader.drain()
-        if tar.diff_id() != diff_id:
+        if tar.diff_id() != diff_id and check_diff_ids:
             raise LayoutError(f"layer {layer.digest}: uncompressed digest {tar.diff_id()} is not "
                               f"rootfs.diff_ids[{n}] {diff_id}")
     applied = []
     for layer, diff_id in layers:
         with layout.open_blob(layer) as reader:
             applied.append(apply_layer(rootfs, reader, media_type=layer.media_type, options=options,
-                                       label=layer.short(), expected_diff_id=diff_id))
+                                       label=layer.short(), expected_diff_id=diff_id if check_diff_ids else None))
             reader.drain()
     return ImageStats(descriptor.digest, tuple(applied))

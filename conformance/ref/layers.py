@@ -73,6 +73,9 @@ class ApplyOptions:
     devices: str | None = None
     ownership: bool | None = None
     xattrs: bool = True
+    #: Deliberately wrong behaviours, named by what they do ("ignore-opaque"...), only for the suite's
+    #: own tests: each one shows that a conformance test catches an applier that behaves so.
+    faults: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.devices is not None and self.devices not in DEVICE_POLICIES:
@@ -120,6 +123,8 @@ def apply_layer(rootfs: str | os.PathLike[str], layer: bytes | Readable, *, medi
     while raw.read(CHUNK):  # bytes after a gzip stream's end are part of the blob's digest too
         pass
     diff_id = stream.diff_id()
+    if "diff-id-of-blob" in options.faults:  # FAULT: the digest of the (compressed) blob as the DiffID
+        diff_id = raw.digest()
     if expected_diff_id is not None and diff_id != expected_diff_id:
         raise LayerError(f"DiffID is {diff_id}, expected {expected_diff_id}", layer=label)
     return applier.stats(raw.digest(), diff_id, raw.size, stream.size)
@@ -143,6 +148,7 @@ class _Applier:
             ("entries", "files", "directories", "symlinks", "hardlinks", "devices", "fifos", "whiteouts",
              "opaque_whiteouts", "bytes_written"), 0)
         self.notes: dict[str, int] = {}
+        self.faults = options.faults
         self.first_noted: dict[str, str] = {}
 
     # The loop
@@ -176,7 +182,7 @@ class _Applier:
         for component in parts[:-1]:
             if component.startswith(WHITEOUT):
                 raise LayerError(f"directory {component!r} has a whiteout name (whiteouts are files, H-11)")
-        if parts and parts[-1].startswith(WHITEOUT):
+        if parts and parts[-1].startswith(WHITEOUT) and "extract-whiteouts" not in self.faults:  # FAULT
             self._whiteout(member, parts)
             return
         key = "/".join(parts)
@@ -208,7 +214,8 @@ class _Applier:
         elif member.issym():
             if not member.linkname:  # Linux cannot make one (ENOENT); say why instead
                 raise LayerError("symlink with an empty target")
-            os.symlink(member.linkname, name, dir_fd=parent)
+            link = member.linkname.lstrip("/") if "relative-symlinks" in self.faults else member.linkname  # FAULT
+            os.symlink(link, name, dir_fd=parent)
             self._owner_at(parent, name, member)
             self._xattrs_at(parent, name, member)
             os.utime(name, ns=entry_times(member), dir_fd=parent, follow_symlinks=False)
@@ -265,7 +272,7 @@ class _Applier:
                 self.counts["bytes_written"] += len(chunk)
             self._owner_fd(fd, member, member.name)  # chown before chmod: chown clears setuid bits
             self._xattrs_fd(fd, member, member.name, replace=False)
-            os.fchmod(fd, member.mode & 0o7777)
+            os.fchmod(fd, (0o644 if "ignore-modes" in self.faults else member.mode) & 0o7777)  # FAULT
             os.utime(fd, ns=entry_times(member))
         finally:
             os.close(fd)
@@ -297,6 +304,8 @@ class _Applier:
         os.utime(name, ns=entry_times(member), dir_fd=parent, follow_symlinks=False)
 
     def _hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        if "drop-hardlinks" in self.faults:  # FAULT: hardlink entries are skipped
+            return
         try:
             target = clean_name(member.linkname)
         except UnsafePathError as err:
@@ -336,7 +345,7 @@ class _Applier:
         if name == OPAQUE:
             self.counts["opaque_whiteouts"] += 1
             directory = self.root.open_dir(parts[:-1], create=False)
-            if directory is None:
+            if directory is None or "ignore-opaque" in self.faults:  # FAULT: opaque markers do nothing
                 return  # nothing below to hide (OCI-WH-011)
             for child in sorted(os.listdir(directory)):
                 self._remove_lower(directory, child, (*parts[:-1], child))
@@ -345,11 +354,13 @@ class _Applier:
             raise LayerError("AUFS metadata (.wh..wh.*) is not an OCI whiteout (H-12)")
         hidden = name[len(WHITEOUT):]
         if hidden in ("", ".", ".."):
+            if "accept-bad-whiteouts" in self.faults:  # FAULT: silently ignored instead of refused
+                return
             named = repr(hidden) if hidden else "nothing"
             raise LayerError(f"whiteout names {named}, not an entry (OCI-WH-002, H-9)")
         self.counts["whiteouts"] += 1
         directory = self.root.open_dir(parts[:-1], create=False)
-        if directory is not None and _lstat(directory, hidden) is not None:
+        if directory is not None and _lstat(directory, hidden) is not None and "ignore-whiteouts" not in self.faults:
             self._remove_lower(directory, hidden, (*parts[:-1], hidden))
 
     def _remove_lower(self, directory: int, name: str, parts: tuple[str, ...]) -> None:
@@ -358,7 +369,9 @@ class _Applier:
         info = _lstat(directory, name)
         if info is None:
             return
-        if stat.S_ISDIR(info.st_mode) and (key in self.ancestors or key in self.added):
+        if "whiteouts-hit-own-layer" in self.faults:  # FAULT: forgets what this layer wrote
+            self.root.remove(directory, name)
+        elif stat.S_ISDIR(info.st_mode) and (key in self.ancestors or key in self.added):
             fd = os.open(name, _DIR_FLAGS, dir_fd=directory)
             try:
                 for child in sorted(os.listdir(fd)):
