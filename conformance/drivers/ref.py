@@ -1,7 +1,7 @@
 """The project's reference implementations (conformance/ref), run by the probe on the host.
 
-The area issues fill in ref/ (layers, overlay model, runtime, cgroup manager) and add their areas and
-faulty variants here; until then it offers no area and so runs no test.
+It offers the layers area (OCI layers, layouts, diffs); the other area issues (overlay model, runtime,
+cgroup manager) add their areas and faulty variants here.
 """
 
 from __future__ import annotations
@@ -14,12 +14,36 @@ from conformance.drivers import Availability
 if TYPE_CHECKING:
     from conformance.transport import ProbeClient
 
+#: The faulty variants of the reference implementation: each is one named fault point in conformance/ref
+#: (its `faults` keyword), chosen by conformance/probe/layer_checks.py:FAULT_BEHAVIOURS.
+FAULTS: dict[str, str] = {
+    "LAYER-WH-001": "ignores whiteouts: the lower entry they name stays (ignore-whiteouts)",
+    "LAYER-WH-002": "lets a whiteout delete what its own layer wrote (whiteouts-hit-own-layer)",
+    "LAYER-WH-003": "ignores opaque markers: lower children stay (ignore-opaque)",
+    "LAYER-WH-004": "lets an opaque marker delete what its own layer wrote (whiteouts-hit-own-layer)",
+    "LAYER-WH-005": "extracts whiteouts as plain files instead of applying them (extract-whiteouts)",
+    "LAYER-WH-006": "silently ignores whiteouts that name nothing, . or .. (accept-bad-whiteouts)",
+    "LAYER-HL-001": "skips hardlink entries (drop-hardlinks)",
+    "LAYER-SYM-001": "makes absolute symlink targets relative (relative-symlinks)",
+    "LAYER-ATTR-001": "writes every file with mode 0644 (ignore-modes)",
+    "LAYER-SAFE-001": "lets the kernel follow symlinked parent directories, out of the rootfs too (follow-symlinks)",
+    "LAYER-DIFF-001": "leaves deletions out of the diff (omit-whiteouts)",
+    "LAYER-DIFF-002": "adds a random PAX header to every diff entry (nondeterministic-diff)",
+    "OCI-MANIFEST-001": "applies the manifest's layers top first (reverse-layers)",
+    "OCI-DESC-001": "never compares a blob's hash with its digest (skip-digest-check)",
+    "OCI-DESC-002": "reads a blob to its end whatever the descriptor's size says (skip-size-check)",
+    "OCI-CONFIG-001": "reports the compressed blob's digest as the DiffID (diff-id-of-blob)",
+    "OCI-CONFIG-002": "never compares layers with rootfs.diff_ids (skip-diff-id-check)",
+    "OCI-CONFIG-003": "hashes ChainIDs without the space between the two digests (chain-id-without-space)",
+    "OCI-LAYOUT-001": "takes any directory for an image layout (skip-layout-check)",
+}
+
 
 class RefDriver:
     """The readable Python reference implementations, the oracle of differential tests."""
 
     name: ClassVar[str] = "ref"
-    areas: ClassVar[frozenset[str]] = frozenset()
+    areas: ClassVar[frozenset[str]] = frozenset({"layers"})
     description: ClassVar[str] = "the project's reference implementations in Python (conformance/ref)"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:
@@ -33,8 +57,8 @@ class RefDriver:
         return __version__
 
     def faults(self) -> Mapping[str, str]:
-        """No faulty variants until the areas arrive."""
-        return {}
+        """Faulty variants for every LAYER and OCI clause."""
+        return FAULTS
 
     def clean(self, client: ProbeClient) -> list[str]:
         """The reference implementations leave only what the generic sweep removes."""

@@ -33,6 +33,7 @@ _ACTIONS: dict[str, Action] = {}
 #: Modules that register actions; imported lazily so a probe only pays for what a batch uses.
 ACTION_MODULES: dict[str, str] = {
     "host": "conformance.probe.host_checks",
+    "layers": "conformance.probe.layer_checks",
     "facts": "conformance.probe.facts",
     "clean": "conformance.probe.clean",
     "selftest": "conformance.probe.selftest",

@@ -262,7 +262,7 @@ def write_diff(lower: str | os.PathLike[str] | None, upper: str | os.PathLike[st
                 name = "/".join(path)
                 info = _header(name, node)
                 if "nondeterministic-diff" in faults:  # FAULT: a random header field in every entry
-                    info.pax_headers["conformance.nonce"] = os.urandom(8).hex()
+                    info.pax_headers = {**info.pax_headers, "conformance.nonce": os.urandom(8).hex()}
                 if node.kind != "dir" and node.nlink > 1 and node.inode in first_of:
                     info.type, info.linkname, info.size = tarfile.LNKTYPE, first_of[node.inode], 0
                     counts["hardlinks"] += 1

@@ -116,7 +116,7 @@ def apply_layer(rootfs: str | os.PathLike[str], layer: bytes | Readable, *, medi
     raw = HashingReader(io.BytesIO(layer) if isinstance(layer, (bytes, bytearray)) else layer)
     compression = layer_compression(media_type)
     stream = TarStream(raw, compression, options.max_bytes, label)
-    with Root(rootfs) as root:
+    with Root(rootfs, follow_symlinks="follow-symlinks" in options.faults) as root:  # FAULT point
         applier = _Applier(root, options, label)
         applier.run(stream)
     stream.drain()

@@ -65,8 +65,9 @@ class Root:
     because a cached fd could then name a directory that is no longer where its path says.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, follow_symlinks: bool = False) -> None:
         self.path = os.fspath(path)
+        self.follow_symlinks = follow_symlinks  # True only in a deliberately faulty variant: the kernel follows
         self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._cache: OrderedDict[tuple[str, ...], tuple[int, tuple[str, ...]]] = OrderedDict()
         self._retired: list[int] = []
@@ -147,7 +148,7 @@ class Root:
                     continue
                 where = "/".join([*real, component])
                 try:
-                    info = os.stat(component, dir_fd=current, follow_symlinks=False)
+                    info = os.stat(component, dir_fd=current, follow_symlinks=self.follow_symlinks)  # FAULT point
                 except FileNotFoundError:
                     if not create:
                         return None
@@ -166,7 +167,8 @@ class Root:
                         continue
                     if not stat.S_ISDIR(info.st_mode):
                         raise UnsafePathError(f"parent '{where}' is not a directory")
-                fresh = os.open(component, _DIR_FLAGS, dir_fd=current)
+                flags = _DIR_FLAGS & ~os.O_NOFOLLOW if self.follow_symlinks else _DIR_FLAGS  # FAULT point
+                fresh = os.open(component, flags, dir_fd=current)
                 if owned is not None:
                     os.close(owned)
                 owned = current = fresh

@@ -21,6 +21,8 @@ pytestmark = [needs_root(), pytest.mark.slow]
 
 SCHEMA = Path(__file__).resolve().parents[2] / "conformance" / "report" / "schema" / "results.schema.json"
 HOST_CLAUSES = [c.id for c in load_catalogue().select(("host",))]
+LAYER_CLAUSES = [c.id for c in load_catalogue().select(("layers",))]
+RUN_CLAUSES = HOST_CLAUSES + LAYER_CLAUSES  # the areas a default run covers: kernel (host) and ref (layers)
 
 
 def _run(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
@@ -57,6 +59,9 @@ def test_every_host_clause_has_a_verdict_and_the_facts_are_there(clean_run: Any)
     [local] = results["hosts"]
     assert local["reachable"] and local["facts"]["cgroup"]["mode"] in ("v1", "v2", "hybrid")
     assert local["facts"]["kernel"]["release"] == os.uname().release
+    layers = {r["clause"]: r["verdict"] for r in results["results"] if r["implementation"] == "ref"}
+    assert sorted(layers) == sorted(LAYER_CLAUSES)
+    assert set(layers.values()) == {"pass"}
 
 
 def test_exit_code_follows_the_verdicts(clean_run: Any) -> None:
@@ -71,14 +76,14 @@ def test_junit_has_one_uniquely_named_testcase_per_result(clean_run: Any) -> Non
     cases = ET.parse(run_dir / "junit.xml").getroot().iter("testcase")
     names = [c.get("name") for c in cases]
     assert len(names) == len(results["results"]) == len(set(names))
-    assert all(any(cid in (n or "") for cid in HOST_CLAUSES) for n in names)
+    assert all(any(cid in (n or "") for cid in RUN_CLAUSES) for n in names)
 
 
 def test_summary_and_html_are_written(clean_run: Any) -> None:
     _done, _results, run_dir = clean_run
     assert (run_dir / "summary.md").stat().st_size < 1024 * 1024
     html = (run_dir / "report.html").read_text()
-    assert 'id="matrix"' in html and all(cid in html for cid in HOST_CLAUSES)
+    assert 'id="matrix"' in html and all(cid in html for cid in RUN_CLAUSES)
 
 
 def test_host_is_left_as_found(clean_run: Any) -> None:
@@ -87,11 +92,12 @@ def test_host_is_left_as_found(clean_run: Any) -> None:
     assert not [p for p in os.listdir("/tmp") if p.startswith("conformance-")]
 
 
-def test_every_host_clause_has_teeth(tmp_path: Path) -> None:
-    """Each HOST clause's faulty kernel variant is caught: its verdict is fail (at level MAY)."""
-    _done, results, _run_dir = _run(tmp_path, "--faults", "--level", "MAY", "--area", "host")
+@pytest.mark.parametrize(("area", "clauses"), [("host", HOST_CLAUSES), ("layers", LAYER_CLAUSES)])
+def test_every_clause_has_teeth(tmp_path: Path, area: str, clauses: list[str]) -> None:
+    """Each clause's faulty variant (kernel for host, ref for layers) is caught: its verdict is fail (at MAY)."""
+    _done, results, _run_dir = _run(tmp_path, "--faults", "--level", "MAY", "--area", area)
     faulty = {r["clause"]: r["verdict"] for r in results["results"] if r["fault"]}
-    assert sorted(faulty) == sorted(HOST_CLAUSES)
+    assert sorted(faulty) == sorted(clauses)
     assert {cid: v for cid, v in faulty.items() if v != "fail"} == {}
 
 
@@ -102,7 +108,7 @@ def test_unreachable_host_is_one_verdict_and_localhost_completes(tmp_path: Path)
     assert len(unreachable) == 1 and unreachable[0]["host"] == "127.0.0.1"
     assert "refused" in unreachable[0]["message"].lower() or "port 1" in unreachable[0]["message"]
     local = {r["clause"] for r in results["results"] if r["host"] == "local"}
-    assert sorted(local) == sorted(HOST_CLAUSES)
+    assert sorted(local) == sorted(RUN_CLAUSES)
     junit = (_run_dir / "junit.xml").read_text()
     assert "[127.0.0.1] reachability" in junit
 

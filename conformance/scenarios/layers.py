@@ -1,0 +1,80 @@
+"""Scenarios of the layers area (OCI layers, image layouts, diffs), built by conformance/suite/layers/.
+
+A layer is a list of tar entries, each {name, type: file|dir|symlink|hardlink, content, mode, uid, gid,
+target}, written in that order; the probe (conformance/probe/layer_checks.py) builds the tars.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.scenarios import Scenario
+
+Entry = dict[str, Any]
+
+
+def file(name: str, content: str = "", **attrs: Any) -> Entry:
+    """A regular file entry."""
+    return {"name": name, "type": "file", "content": content, **attrs}
+
+
+def directory(name: str, **attrs: Any) -> Entry:
+    """A directory entry."""
+    return {"name": name, "type": "dir", **attrs}
+
+
+def symlink(name: str, target: str) -> Entry:
+    """A symlink entry."""
+    return {"name": name, "type": "symlink", "target": target}
+
+
+def hardlink(name: str, target: str) -> Entry:
+    """A hardlink entry to an earlier entry."""
+    return {"name": name, "type": "hardlink", "target": target}
+
+
+def whiteout(name: str) -> Entry:
+    """The whiteout of `name` (dir/.wh.base)."""
+    head, _, base = name.rpartition("/")
+    return file(f"{head}/.wh.{base}" if head else f".wh.{base}")
+
+
+def opaque(directory_name: str) -> Entry:
+    """The opaque marker of a directory."""
+    return file(f"{directory_name}/.wh..wh..opq")
+
+
+def apply(*layers: list[Entry]) -> Scenario:
+    """Apply the layers, base first, onto an empty rootfs beside a sentinel dir."""
+    return Scenario("layers.apply", {"layers": [list(layer) for layer in layers]})
+
+
+def ids(entries: list[Entry]) -> Scenario:
+    """Apply one gzip-compressed layer and report its DiffID and digests."""
+    return Scenario("layers.ids", {"entries": entries})
+
+
+def chain_id(diff_ids: list[str]) -> Scenario:
+    """Compute the ChainID of a stack of DiffIDs."""
+    return Scenario("layers.chain_id", {"diff_ids": diff_ids})
+
+
+def image(*layers: list[Entry], wrong_diff_id: int | None = None, gzip: bool = False) -> Scenario:
+    """Write an image layout of the layers (base first) and apply it; optionally break one DiffID."""
+    return Scenario("layers.image", {"layers": [list(layer) for layer in layers], "wrong_diff_id": wrong_diff_id,
+                                     "gzip": gzip})
+
+
+def blob(wrong: str, content: str = "conformance blob", delta: int = 1) -> Scenario:
+    """Read a blob through a descriptor whose "digest" or "size" (by delta) does not match it."""
+    return Scenario("layers.blob", {"wrong": wrong, "content": content, "delta": delta})
+
+
+def layout(oci_layout: dict[str, Any] | None) -> Scenario:
+    """Open a layout dir whose oci-layout file is missing (None) or holds this document."""
+    return Scenario("layers.layout", {"oci_layout": oci_layout})
+
+
+def diff(lower: list[Entry], upper: list[Entry]) -> Scenario:
+    """Diff two trees (each built from entries) twice and apply the diff onto a copy of lower."""
+    return Scenario("layers.diff", {"lower": lower, "upper": upper})

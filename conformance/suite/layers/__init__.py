@@ -1,0 +1,1 @@
+"""Tests of the layers area: OCI layers, image layouts, descriptors, diffs."""
