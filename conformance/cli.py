@@ -245,15 +245,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """Sweep every selected host; also ask each driver to remove what it left."""
     from conformance import drivers  # noqa: PLC0415
     from conformance.hosts import HostError  # noqa: PLC0415
-    from conformance.scenarios import Scenario  # noqa: PLC0415
     from conformance.transport import ProbeClient  # noqa: PLC0415
 
     status = 0
     for host in _resolve(args):
         client = ProbeClient(host, f"clean{secrets.token_hex(2)}")
         try:
-            obs = client.call([Scenario("clean.sweep", {"run_id": args.run_id, "dry_run": args.dry_run,
-                                                        "keep": [client.bundle_path]})], "kernel")[0]
+            obs = client.sweep(args.run_id, args.dry_run)
             removed: list[str] = []
             if not args.dry_run:
                 for driver in drivers.load_all().values():

@@ -24,7 +24,6 @@ from conformance.clauses import AREAS, Catalogue, Clause, load_catalogue
 from conformance.deviations import Deviation, find, load
 from conformance.hosts import HostSelectionError, resolve
 from conformance.results import Collector, document
-from conformance.scenarios import Scenario
 from conformance.target import Target, TargetParam
 from conformance.verdict_rules import decide
 from conformance.verdicts import Level, Verdict
@@ -345,8 +344,7 @@ def _cleanup_hosts(state: RunState) -> None:
     """Sweep this run's leftovers on every host and remove the probe zip (controller only)."""
     for name, client in state.hosts.clients.items():
         try:
-            observation = client.call([Scenario("clean.sweep", {"run_id": state.short_id,
-                                                                "keep": [client.bundle_path]})], "kernel")[0]
+            observation = client.sweep(state.short_id)
             problems = observation.data.get("problems") if observation.ok else [str(observation.error)]
             if problems:
                 print(f"conformance: {name}: could not remove everything: {problems}", file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import Any
 
 from conformance import __version__
 from conformance.clauses import Catalogue
-from conformance.verdicts import Level, Verdict, counts_against
+from conformance.verdicts import Level, Verdict
 
 JsonDict = dict[str, Any]
 
@@ -66,16 +66,14 @@ def document(
     hosts: list[JsonDict],
     collector: Collector,
 ) -> JsonDict:
-    """The results.json document (schema_version 1) for one run."""
+    """The results.json document (schema_version 1) for one run, without its summary.
+
+    The summary is derived data: conformance.report.model.summarize computes it when the document is
+    written, so its rules (levels, faulty variants) live in one place.
+    """
     results = sorted(collector.results.values(), key=lambda r: (r["host"], r["clause"] or "", r["test"]))
     used = {r["clause"] for r in results if r["clause"]}
     clauses = {c.id: c.to_dict() for c in catalogue if c.id in used}
-    by_verdict = {str(v): 0 for v in Verdict}
-    by_level: dict[str, dict[str, int]] = {str(lv): {str(v): 0 for v in Verdict} for lv in Level}
-    for r in results:
-        by_verdict[r["verdict"]] += 1
-        if r["level"]:
-            by_level[r["level"]][r["verdict"]] += 1
     return {
         "schema_version": 1,
         "run": {
@@ -86,8 +84,4 @@ def document(
         "clauses": clauses,
         "hosts": hosts,
         "results": results,
-        "summary": {
-            "total": len(results), "by_verdict": by_verdict, "by_level": by_level,
-            "conformant": not any(counts_against(Verdict(r["verdict"]), r["fault"] is not None) for r in results),
-        },
     }

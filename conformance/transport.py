@@ -137,6 +137,14 @@ class ProbeClient:
             raise ProbeError(f"{self.host.name}: asked {len(scenarios)} scenarios, got {len(observations)} answers")
         return observations
 
+    def sweep(self, run_id: str | None, dry_run: bool = False) -> Observation:
+        """Remove (or list) prefixed leftovers of one run, or of every run when run_id is None.
+
+        The probe's own zip is kept while the sweep runs; remove_bundle deletes it after.
+        """
+        scenario = Scenario("clean.sweep", {"run_id": run_id, "dry_run": dry_run, "keep": [self.bundle_path]})
+        return self.call([scenario], "kernel")[0]
+
     def remove_bundle(self) -> None:
         """Delete the probe zip from the host at the end of a run."""
         self._sh('rm -f "$1"', self.bundle_path)
