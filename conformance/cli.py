@@ -267,7 +267,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
             continue
         data = obs.data
         verb = "would remove" if args.dry_run else "removed"
-        items = [*data.get("mounts", []), *data.get("cgroups", []), *data.get("paths", []), *removed]
+        items = [*data.get("mounts", []), *data.get("cgroups", []), *data.get("paths", []), *data.get("engine", []),
+                 *removed]
         print(f"{host.name}: {verb} {len(items)} leftover(s)")
         for item in items:
             print(f"  {item}")

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from conformance.clauses import Clause
 from conformance.drivers import Driver
 from conformance.expect import expect, expect_that
@@ -48,6 +50,8 @@ class Target:
         for scenario, obs in zip(scenarios, observations, strict=True):
             if not obs.ok:
                 error = obs.error or {}
+                if error.get("not_applicable"):
+                    pytest.skip(f"not applicable: {self.param.implementation}: {error['not_applicable']}")
                 raise ProbeError(f"{self.param.host}: scenario {scenario.kind} crashed in the probe: "
                                  f"{error.get('error')}\n{error.get('traceback', '')}")
             if obs.cleanup_problems:

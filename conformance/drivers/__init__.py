@@ -21,10 +21,14 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "conformance.drivers"
 
-#: Built-in drivers. Area issues add umoci, skopeo, fuse-overlayfs, runc, crun, podman, docker here.
+#: Built-in drivers. Area issues add fuse-overlayfs, runc, crun here.
 BUILTIN: dict[str, str] = {
     "ref": "conformance.drivers.ref:RefDriver",
     "kernel": "conformance.drivers.kernel:KernelDriver",
+    "umoci": "conformance.drivers.umoci:UmociDriver",
+    "skopeo": "conformance.drivers.skopeo:SkopeoDriver",
+    "docker": "conformance.drivers.docker:DockerDriver",
+    "podman": "conformance.drivers.podman:PodmanDriver",
 }
 
 

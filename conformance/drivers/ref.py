@@ -36,6 +36,9 @@ FAULTS: dict[str, str] = {
     "OCI-CONFIG-002": "never compares layers with rootfs.diff_ids (skip-diff-id-check)",
     "OCI-CONFIG-003": "hashes ChainIDs without the space between the two digests (chain-id-without-space)",
     "OCI-LAYOUT-001": "takes any directory for an image layout (skip-layout-check)",
+    "OCI-CONFIG-004": "never looks at rootfs.type (skip-rootfs-type-check)",
+    "OCI-COPY-001": "re-tars each layer in GNU format when copying, and records the new DiffIDs (repack-on-copy)",
+    "LAYER-WH-007": "ignores whiteouts: the whited-out directory stays (ignore-whiteouts)",
 }
 
 

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from conformance import __version__
-from conformance.probe.actions import Context, lookup
+from conformance.probe.actions import Context, NotApplicable, lookup
 from conformance.probe.sandbox import Interrupted, Sandbox, error_dict, install_signal_handlers
 
 
@@ -50,6 +50,8 @@ def run_batch(request: dict[str, Any]) -> dict[str, Any]:
             import traceback  # noqa: PLC0415  (only on the error path)
 
             entry["error"] = {**error_dict(exc), "traceback": traceback.format_exc(limit=6)}
+            if isinstance(exc, NotApplicable):
+                entry["error"] = {"not_applicable": str(exc), "error": str(exc)}
         entry["cleanup_problems"] = sandbox.close()
         entry["duration"] = round(time.monotonic() - started, 6)
         observations.append(entry)

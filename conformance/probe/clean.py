@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 from typing import Any
 
 from conformance import PREFIX
@@ -60,6 +61,37 @@ def leftover_paths(run_id: str | None = None, dirs: tuple[str, ...] = SCRATCH_DI
     return sorted(found)
 
 
+def docker_env() -> dict[str, str] | None:
+    """DOCKER_HOST of the daemon that answers here, if any."""
+    from conformance.probe.actions import NotApplicable  # noqa: PLC0415
+    from conformance.probe.appliers import docker_cli  # noqa: PLC0415
+
+    try:
+        return docker_cli()[1]
+    except NotApplicable:
+        return None
+
+
+def leftover_engine_objects(run_id: str | None = None) -> list[list[str]]:
+    """Docker containers and images a killed run left (podman stores live in scratch dirs): rm argv each."""
+    from conformance.probe.actions import NotApplicable  # noqa: PLC0415
+    from conformance.probe.appliers import docker_cli  # noqa: PLC0415
+
+    try:
+        client, env = docker_cli()
+    except NotApplicable:
+        return []
+    found: list[list[str]] = []
+    environ = {**os.environ, **env}
+    for listing, remove in ((["ps", "-a", "--format", "{{.Names}}"], ["rm", "-f"]),
+                            (["images", "--format", "{{.Repository}}:{{.Tag}}"], ["rmi", "-f"])):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run([client, *listing], capture_output=True, text=True, timeout=30, check=False,
+                                  env=environ)
+            found += [[client, *remove, name] for name in done.stdout.split() if _matches(name, run_id)]
+    return found
+
+
 def sweep(run_id: str | None = None, dry_run: bool = False, keep: tuple[str, ...] = ()) -> JsonDict:
     """Remove leftovers; returns what was found, removed, and what could not be removed and why.
 
@@ -72,8 +104,15 @@ def sweep(run_id: str | None = None, dry_run: bool = False, keep: tuple[str, ...
     report: JsonDict = {"mounts": [m for m in leftover_mounts(run_id) if not kept(m)],
                         "cgroups": leftover_cgroups(run_id),
                         "paths": [p for p in leftover_paths(run_id) if not kept(p)], "problems": []}
+    engine = leftover_engine_objects(run_id)
+    report["engine"] = [" ".join(argv[1:]) for argv in engine]
     if dry_run:
         return report
+    for argv in engine:  # containers first, then their images: the listing keeps that order
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, **(docker_env() or {})})
+        if done.returncode != 0:
+            report["problems"].append(f"{' '.join(argv[1:])}: {done.stderr.strip()}")
     for mountpoint in report["mounts"]:
         try:
             syscalls.umount(mountpoint, syscalls.MNT_DETACH)

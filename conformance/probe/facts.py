@@ -145,8 +145,23 @@ def gather() -> JsonDict:
         "limits": {"nofile_hard": nofile, "nproc_hard": nproc},
         "docker_socket": next((s for s in ("/run/container-conformance/docker.sock", "/run/docker.sock",
                                            "/var/run/docker.sock") if os.path.exists(s)), None),
+        "docker_server": docker_server(),
         "notes": notes,
     }
+
+
+def docker_server() -> JsonDict:
+    """The docker daemon that answers here: socket, client and server version, or why there is none."""
+    from conformance.probe.actions import NotApplicable  # noqa: PLC0415
+    from conformance.probe.appliers import docker_cli  # noqa: PLC0415
+
+    try:
+        client, env = docker_cli()
+    except NotApplicable as exc:
+        return {"version": None, "error": str(exc)}
+    done = subprocess.run([client, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True,
+                          timeout=20, check=False, env={**os.environ, **env})
+    return {"version": done.stdout.strip() or None, "client": client, "host": env["DOCKER_HOST"]}
 
 
 @action("facts.gather")

@@ -19,7 +19,8 @@ import stat
 import tarfile
 from typing import Any
 
-from conformance.probe.actions import Context, action
+from conformance.probe.actions import Context, NotApplicable, action
+from conformance.probe.appliers import ApplyRefused, LayerBlob, applier_for, reader_for
 
 JsonDict = dict[str, Any]
 
@@ -44,14 +45,20 @@ FAULT_BEHAVIOURS: dict[str, str] = {
     "OCI-CONFIG-002": "skip-diff-id-check",
     "OCI-CONFIG-003": "chain-id-without-space",
     "OCI-LAYOUT-001": "skip-layout-check",
+    "OCI-CONFIG-004": "skip-rootfs-type-check",
+    "OCI-COPY-001": "repack-on-copy",
+    "LAYER-WH-007": "ignore-whiteouts",
 }
 
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # conformance.ref.oci.LAYER_TAR, without importing ref
+LAYER_GZIP = LAYER_TAR + "+gzip"
 MTIME = 1_600_000_000  # every entry's mtime, so that equal trees built twice are equal
 
 
 def _faults(ctx: Context) -> frozenset[str]:
+    """The reference's fault behaviours; scenarios only the reference can run say so for the others."""
     if ctx.implementation != "ref":
-        raise ValueError(f"implementation {ctx.implementation!r} has no layer actions (only 'ref')")
+        raise NotApplicable(f"{ctx.implementation} has no way to run this scenario")
     behaviour = FAULT_BEHAVIOURS.get(ctx.fault or "")
     return frozenset({behaviour}) if behaviour else frozenset()
 
@@ -124,23 +131,22 @@ def _fresh_dir(ctx: Context, name: str) -> str:
 @action("layers.apply")
 def apply_layers(params: JsonDict, ctx: Context) -> JsonDict:
     """Apply the given layers (lists of entries, base first) onto an empty rootfs; the last one as the test's."""
-    from conformance.ref.layers import ApplyOptions, apply_layer  # noqa: PLC0415
-
-    faults = _faults(ctx)
+    applier = applier_for(ctx)
     sentinel = _sentinel(ctx)
     before = read_tree(sentinel)
-    rootfs = _fresh_dir(ctx, "rootfs")
+    # Hostile scenarios name the sentinel's place as {sentinel}, or climb to it relatively.
+    blobs = [LayerBlob(build_tar([{key: value.replace("{sentinel}", sentinel) if isinstance(value, str) else value
+                                   for key, value in entry.items()} for entry in layer]), LAYER_TAR)
+             for layer in params["layers"]]
     result: JsonDict = {}
-    for n, layer in enumerate(params["layers"]):
-        # Hostile scenarios name the sentinel's place as {sentinel}, or climb to it relatively.
-        entries = [{key: value.replace("{sentinel}", sentinel) if isinstance(value, str) else value
-                    for key, value in entry.items()} for entry in layer]
-        try:
-            apply_layer(rootfs, build_tar(entries), options=ApplyOptions(faults=faults), label=f"layer{n}")
-        except Exception as exc:  # any failure is an observation
-            result.update(_error(exc), failed_layer=n)
-            break
-    result.update(tree=read_tree(rootfs), sentinel_changed=read_tree(sentinel) != before)
+    workdir = _fresh_dir(ctx, "work")
+    rootfs = os.path.join(workdir, "rootfs")
+    try:
+        rootfs = applier.apply(blobs, workdir)
+    except ApplyRefused as exc:  # a refusal is an observation
+        result.update(error=exc.message, failed_layer=exc.layer if exc.layer is not None else len(blobs) - 1)
+    result.update(tree=read_tree(rootfs) if os.path.isdir(rootfs) else {},
+                  sentinel_changed=read_tree(sentinel) != before)
     return result
 
 
@@ -169,44 +175,92 @@ def chain_id(params: JsonDict, ctx: Context) -> JsonDict:
 
 @action("layers.image")
 def apply_image(params: JsonDict, ctx: Context) -> JsonDict:
-    """Write an image layout of the given layers, optionally with a wrong DiffID, and apply it."""
+    """Write an image of the given layers, optionally with a wrong DiffID, and apply it as a whole."""
     from conformance.ref.image import apply_image as ref_apply_image  # noqa: PLC0415
     from conformance.ref.layers import ApplyOptions  # noqa: PLC0415
-    from conformance.ref.layout import Layout  # noqa: PLC0415
 
-    layout = Layout.create(ctx.sandbox.path("layout"))
-    layers = []
-    for entries in params["layers"]:
-        descriptor, diff = layout.add_layer(build_tar(entries), compress=bool(params.get("gzip")))
-        layers.append((descriptor, diff))
+    tars = [build_tar(entries) for entries in params["layers"]]
+    blobs = [LayerBlob(gzip.compress(tar, mtime=0), LAYER_GZIP) if params.get("gzip") else LayerBlob(tar, LAYER_TAR)
+             for tar in tars]
+    diff_ids = [f"sha256:{hashlib.sha256(tar).hexdigest()}" for tar in tars]
     if params.get("wrong_diff_id") is not None:  # the config names another tar's DiffID for this layer
-        n = params["wrong_diff_id"]
-        layers[n] = (layers[n][0], f"sha256:{hashlib.sha256(build_tar([])).hexdigest()}")
-    layout.add_image(None, layers)
-    rootfs = _fresh_dir(ctx, "rootfs")
+        diff_ids[params["wrong_diff_id"]] = f"sha256:{hashlib.sha256(build_tar([])).hexdigest()}"
+    rootfs_doc = {"type": params.get("rootfs_type", "layers"), "diff_ids": diff_ids}
     result: JsonDict = {}
+    if ctx.implementation != "ref":
+        applier = applier_for(ctx)
+        workdir = _fresh_dir(ctx, "work")
+        rootfs = os.path.join(workdir, "rootfs")
+        try:
+            rootfs = applier.apply(blobs, workdir, {"rootfs": rootfs_doc})
+        except ApplyRefused as exc:
+            result.update(error=exc.message)
+        result["tree"] = read_tree(rootfs) if os.path.isdir(rootfs) else {}
+        return result
+    from conformance.probe.appliers import write_layout  # noqa: PLC0415
+
+    layout = write_layout(ctx.sandbox.path("layout"), blobs, {"rootfs": rootfs_doc})
+    rootfs = _fresh_dir(ctx, "rootfs")
     try:
-        ref_apply_image(layout.path, None, rootfs, options=ApplyOptions(faults=_faults(ctx)))
+        ref_apply_image(layout, None, rootfs, options=ApplyOptions(faults=_faults(ctx)))
     except Exception as exc:
         result.update(_error(exc))
     result["tree"] = read_tree(rootfs)
     return result
 
 
+def _tool_layout(ctx: Context, content: bytes, *, size_delta: int = 0) -> tuple[str, str]:
+    """A layout holding one image (TAG) of one layer; the layer descriptor's size off by size_delta.
+
+    Returns the layout's path and the layer blob's path (to corrupt it in place).
+    """
+    from conformance.probe.appliers import TAG  # noqa: PLC0415
+    from conformance.ref.layout import Layout  # noqa: PLC0415
+    from conformance.ref.oci import Descriptor  # noqa: PLC0415
+
+    tar = build_tar([{"name": "payload", "type": "file", "content": content.decode()}])
+    layout = Layout.create(ctx.sandbox.path("layout"))
+    descriptor, diff_id = layout.add_layer(tar)
+    if size_delta:
+        descriptor = Descriptor(descriptor.media_type, descriptor.digest, descriptor.size + size_delta, {})
+    layout.add_image(TAG, [(descriptor, diff_id)], config={"Cmd": ["/conformance-never-run"]})
+    return str(layout.path), str(layout.blob_path(descriptor.digest))
+
+
+def _tool_reads(ctx: Context, layout: str) -> JsonDict:
+    """Whether the tool read the whole image from the layout without complaint."""
+    reader = reader_for(ctx)
+    try:
+        reader.read(layout, _fresh_dir(ctx, "work"))
+    except ApplyRefused as exc:
+        return {"verified": False, "opened": False, "error": exc.message}
+    return {"verified": True, "opened": True}
+
+
 @action("layers.blob")
 def read_blob(params: JsonDict, ctx: Context) -> JsonDict:
-    """Store a blob, then read it through a descriptor that is wrong as asked: "digest" or "size"."""
+    """Store a blob, then read it through a descriptor that is wrong as asked: "digest", "size" or "none"."""
     from conformance.ref.layout import Layout  # noqa: PLC0415
     from conformance.ref.oci import Descriptor  # noqa: PLC0415
 
     content = params["content"].encode()
+    if ctx.implementation != "ref":  # a tool reads the image the blob is a layer of
+        layout_path, blob_path = _tool_layout(ctx, content,
+                                              size_delta=params.get("delta", 1) if params["wrong"] == "size" else 0)
+        if params["wrong"] == "digest":  # same length, other bytes, under the old digest's name
+            with open(blob_path, "r+b") as handle:
+                data = handle.read()
+                handle.seek(0)
+                handle.write(data[:512] + bytes(b ^ 0x20 for b in data[512:512 + len(content)])
+                             + data[512 + len(content):])  # the payload's bytes, right after its header
+        return _tool_reads(ctx, layout_path)
     writer = Layout.create(ctx.sandbox.path("layout"))
     good = writer.add_blob(content, "application/octet-stream")
     descriptor = good
     if params["wrong"] == "digest":  # same length, other bytes, under the old digest's name
         with open(writer.blob_path(good.digest), "wb") as handle:
             handle.write(bytes(b ^ 0x20 for b in content))
-    else:
+    elif params["wrong"] == "size":
         descriptor = Descriptor(good.media_type, good.digest, good.size + params.get("delta", 1), {})
     try:
         Layout(writer.path, faults=_faults(ctx)).verify_blob(descriptor)
@@ -220,6 +274,14 @@ def open_layout(params: JsonDict, ctx: Context) -> JsonDict:
     """Open a directory as an image layout; its oci-layout file is missing or holds the given document."""
     from conformance.ref.layout import Layout  # noqa: PLC0415
 
+    if ctx.implementation != "ref":  # a tool is given a whole image, then its oci-layout is replaced or removed
+        layout_path, _ = _tool_layout(ctx, b"conformance layout")
+        marker = os.path.join(layout_path, "oci-layout")
+        os.unlink(marker)
+        if params.get("oci_layout") is not None:
+            with open(marker, "w", encoding="utf-8") as handle:
+                json.dump(params["oci_layout"], handle)
+        return _tool_reads(ctx, layout_path)
     path = ctx.sandbox.path("layout")
     os.makedirs(os.path.join(path, "blobs", "sha256"))
     with open(os.path.join(path, "index.json"), "w", encoding="utf-8") as handle:
@@ -250,3 +312,91 @@ def diff(params: JsonDict, ctx: Context) -> JsonDict:
     apply_layer(trees["result"], first)
     return {"digests": [f"sha256:{hashlib.sha256(layer).hexdigest()}" for layer in (first, second)],
             "upper": read_tree(trees["upper"]), "result": read_tree(trees["result"])}
+
+
+def _uncompressed_digest(data: bytes) -> str:
+    """sha256 of a layer's tar, whatever compression the copy chose (gzip sniffed by its magic)."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+def _read_layout_copy(path: str, ref: str | None) -> JsonDict:
+    """DiffIDs and uncompressed layer digests of the image in an OCI layout (zstd is not expected here)."""
+    from conformance.ref.layout import Layout  # noqa: PLC0415
+
+    layout = Layout(path)
+    manifest = layout.manifest(layout.resolve(ref))
+    layers = [_uncompressed_digest(layout.read_blob(layer, limit=1 << 30)) for layer in manifest.layers]
+    return {"diff_ids": list(layout.config(manifest).diff_ids), "layers": layers,
+            "media_types": [layer.media_type for layer in manifest.layers]}
+
+
+def _read_docker_archive(path: str) -> JsonDict:
+    """DiffIDs and uncompressed layer digests of the image in a `docker save` archive."""
+    with tarfile.open(path) as archive:
+        def member(name: str) -> bytes:
+            handle = archive.extractfile(name)
+            if handle is None:
+                raise ValueError(f"{path}: {name} is not a file")
+            return handle.read()
+
+        [entry] = json.loads(member("manifest.json"))
+        config = json.loads(member(entry["Config"]))
+        layers = [_uncompressed_digest(member(name)) for name in entry["Layers"]]
+    return {"diff_ids": config["rootfs"]["diff_ids"], "layers": layers, "media_types": ["docker-archive"] * len(layers)}
+
+
+@action("layers.copy")
+def copy_image(params: JsonDict, ctx: Context) -> JsonDict:
+    """Copy an image as the implementation copies images; what the copy says and holds."""
+    from conformance.probe.appliers import (  # noqa: PLC0415
+        TAG,
+        docker_cli,
+        podman_argv,
+        quiet,
+        run_tool,
+        write_docker_archive,
+    )
+    from conformance.probe.appliers import write_layout as write_image  # noqa: PLC0415
+
+    tars = [build_tar(entries) for entries in params["layers"]]
+    blobs = [LayerBlob(tar, LAYER_TAR) if n == 0 else LayerBlob(gzip.compress(tar, mtime=0), LAYER_GZIP)
+             for n, tar in enumerate(tars)]
+    original = {"diff_ids": [f"sha256:{hashlib.sha256(tar).hexdigest()}" for tar in tars]}
+    work = _fresh_dir(ctx, "work")
+    source = write_image(os.path.join(work, "source"), blobs)
+    copy = os.path.join(work, "copy")
+    try:
+        if ctx.implementation == "ref":
+            from conformance.ref.image import copy_image as ref_copy  # noqa: PLC0415
+
+            ref_copy(source, TAG, copy, TAG, faults=_faults(ctx))
+            seen = _read_layout_copy(copy, TAG)
+        elif ctx.implementation == "skopeo":
+            archive = os.path.join(work, "copy.tar")
+            run_tool(["skopeo", "copy", "--quiet", f"oci:{source}:{TAG}",
+                      f"docker-archive:{archive}:conformance/copy:1"], what="skopeo copy to docker-archive")
+            run_tool(["skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{copy}:{TAG}"],
+                     what="skopeo copy from docker-archive")
+            seen = _read_layout_copy(copy, TAG)
+        elif ctx.implementation == "docker":
+            client, env = docker_cli()
+            image = f"{os.path.basename(ctx.sandbox.root).lower()}:{TAG}"
+            archive = write_docker_archive(os.path.join(work, "image.tar"), blobs, image)
+            ctx.sandbox.defer(f"docker rmi {image}", lambda: quiet([client, "rmi", "-f", image], env))
+            run_tool([client, "load", "-i", archive], what="docker load", env=env)
+            saved = os.path.join(work, "saved.tar")
+            run_tool([client, "save", "-o", saved, image], what="docker save", env=env)
+            seen = _read_docker_archive(saved)
+        elif ctx.implementation == "podman":
+            podman = podman_argv(work)
+            ctx.sandbox.defer("podman system reset", lambda: quiet([*podman, "system", "reset", "--force"]))
+            image_id = run_tool([*podman, "pull", "-q", f"oci:{source}:{TAG}"], what="podman pull").strip()
+            run_tool([*podman, "push", "-q", image_id, f"oci:{copy}:{TAG}"], what="podman push")
+            seen = _read_layout_copy(copy, TAG)
+        else:
+            raise NotApplicable(f"{ctx.implementation} does not copy images")
+    except ApplyRefused as exc:
+        return {"error": exc.message, "original": original}
+    return {**seen, "original": original}

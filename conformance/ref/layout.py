@@ -208,7 +208,8 @@ class Layout:
         if manifest.config.media_type not in CONFIG_TYPES:
             raise LayoutError(f"config {manifest.config.digest}: mediaType {manifest.config.media_type!r} is not an "
                               "image config (not parsed)")
-        return ImageConfig.from_json(self.read_json(manifest.config, "config"), f"config {manifest.config.digest}")
+        return ImageConfig.from_json(self.read_json(manifest.config, "config"), f"config {manifest.config.digest}",
+                                     check_type="skip-rootfs-type-check" not in self.faults)  # FAULT point
 
     # Writing
 

@@ -276,11 +276,11 @@ class ImageConfig:
     document: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, doc: Any, what: str) -> ImageConfig:
+    def from_json(cls, doc: Any, what: str, *, check_type: bool = True) -> ImageConfig:
         """Check `rootfs` (type MUST be "layers", config.md) and the DiffIDs; keep the rest as data."""
         doc = _object(doc, what)
         rootfs = _object(doc.get("rootfs"), f"{what} rootfs")
-        if rootfs.get("type") != "layers":
+        if rootfs.get("type") != "layers" and check_type:
             raise LayoutError(f"{what}: rootfs.type must be 'layers', got {rootfs.get('type')!r}")
         diff_ids = rootfs.get("diff_ids")
         if not isinstance(diff_ids, list):

@@ -59,14 +59,23 @@ def chain_id(diff_ids: list[str]) -> Scenario:
     return Scenario("layers.chain_id", {"diff_ids": diff_ids})
 
 
-def image(*layers: list[Entry], wrong_diff_id: int | None = None, gzip: bool = False) -> Scenario:
-    """Write an image layout of the layers (base first) and apply it; optionally break one DiffID."""
+def image(*layers: list[Entry], wrong_diff_id: int | None = None, gzip: bool = False,
+          rootfs_type: str = "layers") -> Scenario:
+    """Write an image of the layers (base first) and apply it; optionally break one DiffID or rootfs.type."""
     return Scenario("layers.image", {"layers": [list(layer) for layer in layers], "wrong_diff_id": wrong_diff_id,
-                                     "gzip": gzip})
+                                     "gzip": gzip, "rootfs_type": rootfs_type})
+
+
+def copy(*layers: list[Entry]) -> Scenario:
+    """Copy an image (first layer uncompressed, the others gzip) as the implementation copies images.
+
+    The probe reports the copy's DiffIDs and what each copied layer hashes to, uncompressed.
+    """
+    return Scenario("layers.copy", {"layers": [list(layer) for layer in layers]})
 
 
 def blob(wrong: str, content: str = "conformance blob", delta: int = 1) -> Scenario:
-    """Read a blob through a descriptor whose "digest" or "size" (by delta) does not match it."""
+    """Read a blob through a descriptor whose "digest" or "size" (by delta) does not match it ("none": control)."""
     return Scenario("layers.blob", {"wrong": wrong, "content": content, "delta": delta})
 
 

@@ -25,13 +25,16 @@ def test_layers_are_applied_in_manifest_order(target: Target) -> None:
 @pytest.mark.clause("OCI-DESC-001")
 def test_blob_with_wrong_digest_is_refused(target: Target) -> None:
     """A blob rewritten with other bytes of the same length MUST fail to read through its descriptor."""
-    seen = target.observe(layers.blob("digest"))
+    control, seen = (obs.data for obs in target.probe(layers.blob("none"), layers.blob("digest")))
+    target.expect("verified (control: the blob as written)", True, control["verified"], hint=control.get("error", ""))
     target.expect("verified", False, seen["verified"])
 
 
 @pytest.mark.clause("OCI-DESC-002")
 def test_blob_with_wrong_size_is_refused(target: Target) -> None:
     """A descriptor claiming one byte more, or one less, than the blob SHOULD make the read fail."""
+    control = target.observe(layers.blob("none"))
+    target.expect("verified (control: the right size)", True, control["verified"], hint=control.get("error", ""))
     for delta in (1, -1):
         seen = target.observe(layers.blob("size", delta=delta))
         target.expect(f"verified with size {delta:+d}", False, seen["verified"])
@@ -67,6 +70,28 @@ def test_chain_id_follows_the_spec(target: Target) -> None:
 @pytest.mark.clause("OCI-LAYOUT-001")
 def test_directory_without_oci_layout_is_refused(target: Target) -> None:
     """blobs/ and index.json but no oci-layout, or one without imageLayoutVersion: opening MUST fail."""
+    control = target.observe(layers.layout({"imageLayoutVersion": "1.0.0"}))
+    target.expect("opened (control: a valid oci-layout)", True, control["opened"], hint=control.get("error", ""))
     for what, document in (("missing oci-layout", None), ("oci-layout without imageLayoutVersion", {})):
         seen = target.observe(layers.layout(document))
         target.expect(f"opened ({what})", False, seen["opened"])
+
+
+@pytest.mark.clause("OCI-CONFIG-004")
+def test_image_with_unknown_rootfs_type_is_refused(target: Target) -> None:
+    """The same one-layer image unpacks with rootfs.type "layers" and MUST be refused with "zfs"."""
+    good, bad = (obs.data for obs in target.probe(layers.image([file("a", "a")]),
+                                                  layers.image([file("a", "a")], rootfs_type="zfs")))
+    target.expect("unpack error (control: rootfs.type layers)", None, good.get("error"))
+    target.expect_that("unpack with rootfs.type zfs", "error" in bad, "an error naming rootfs.type",
+                       f"no error; rootfs {sorted(bad['tree'])}")
+
+
+@pytest.mark.clause("OCI-COPY-001")
+def test_copying_an_image_keeps_its_layers(target: Target) -> None:
+    """Copy a two-layer image (tar, then gzip): the copy MUST list the same DiffIDs and hold the same tars."""
+    seen = target.observe(layers.copy([file("a", "a" * 3000), file("b", "b")], [file("c", "c" * 5000)]))
+    target.expect("copy error", None, seen.get("error"))
+    target.expect("the copy's rootfs.diff_ids", seen["original"]["diff_ids"], seen["diff_ids"])
+    target.expect("sha256 of each copied layer, uncompressed", seen["original"]["diff_ids"], seen["layers"],
+                  hint=f"copied media types: {seen.get('media_types')}")

@@ -72,3 +72,13 @@ def test_whiteouts_naming_nothing_or_dots_are_refused(target: Target) -> None:
         target.expect_that(f"applying {name}", "error" in seen and seen.get("failed_layer") == 1,
                            "an error for the second layer", actual)
         target.expect(f"sentinel changed ({name})", False, seen["sentinel_changed"])
+
+
+@pytest.mark.clause("LAYER-WH-007")
+def test_whiteout_of_a_directory_removes_its_subtree(target: Target) -> None:
+    """Lower holds b/c/d/e and keep; a layer with .wh.b MUST leave only keep."""
+    lower = [directory("b"), directory("b/c"), directory("b/c/d"), file("b/c/d/e", "deep"), file("b/f", "x"),
+             file("keep", "kept")]
+    seen = target.observe(layers.apply(lower, [whiteout("b")]))
+    target.expect("apply error", None, seen.get("error"))
+    target.expect("rootfs names", ["keep"], _names(seen["tree"]))
