@@ -39,6 +39,7 @@ FAULTS: dict[str, str] = {
     "OCI-CONFIG-004": "never looks at rootfs.type (skip-rootfs-type-check)",
     "OCI-COPY-001": "re-tars each layer in GNU format when copying, and records the new DiffIDs (repack-on-copy)",
     "LAYER-WH-007": "ignores whiteouts: the whited-out directory stays (ignore-whiteouts)",
+    "LAYER-STORE-001": "stores whiteouts as .wh. files instead of 0/0 devices (whiteouts-as-files)",
 }
 
 
@@ -46,7 +47,7 @@ class RefDriver:
     """The readable Python reference implementations, the oracle of differential tests."""
 
     name: ClassVar[str] = "ref"
-    areas: ClassVar[frozenset[str]] = frozenset({"layers"})
+    areas: ClassVar[frozenset[str]] = frozenset({"layers"})  # the layer store (ref/store.py) included
     description: ClassVar[str] = "the project's reference implementations in Python (conformance/ref)"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:

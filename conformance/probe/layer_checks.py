@@ -48,6 +48,7 @@ FAULT_BEHAVIOURS: dict[str, str] = {
     "OCI-CONFIG-004": "skip-rootfs-type-check",
     "OCI-COPY-001": "repack-on-copy",
     "LAYER-WH-007": "ignore-whiteouts",
+    "LAYER-STORE-001": "whiteouts-as-files",
 }
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # conformance.ref.oci.LAYER_TAR, without importing ref
@@ -104,12 +105,30 @@ def read_tree(base: str) -> JsonDict:
                     entry.update(type="file", content=handle.read())
             elif stat.S_ISDIR(st.st_mode):
                 entry.update(type="dir", nlink=None)
+                opaque = _overlay_opaque(full)
+                if opaque is not None:
+                    entry["opaque"] = opaque
             elif stat.S_ISLNK(st.st_mode):
                 entry.update(type="symlink", target=os.readlink(full))
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                entry.update(type="chardev" if stat.S_ISCHR(st.st_mode) else "blockdev",
+                             rdev=[os.major(st.st_rdev), os.minor(st.st_rdev)])
+            elif stat.S_ISFIFO(st.st_mode):
+                entry["type"] = "fifo"
             else:
                 entry["type"] = "other"
             tree[os.path.relpath(full, base)] = entry
     return tree
+
+
+def _overlay_opaque(path: str) -> str | None:
+    """The overlay opaque mark of a directory (trusted.* as root, user.* for userxattr mounts), if any."""
+    for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
+        try:
+            return os.getxattr(path, name, follow_symlinks=False).decode(errors="replace")
+        except OSError:
+            continue
+    return None
 
 
 def _sentinel(ctx: Context) -> str:
@@ -400,3 +419,54 @@ def copy_image(params: JsonDict, ctx: Context) -> JsonDict:
     except ApplyRefused as exc:
         return {"error": exc.message, "original": original}
     return {**seen, "original": original}
+
+
+@action("layers.stored")
+def stored_layers(params: JsonDict, ctx: Context) -> JsonDict:
+    """Store an image as the implementation stores images for overlay mounts; each layer directory's tree."""
+    from conformance.probe.appliers import TAG, docker_cli, podman_argv, quiet, run_tool, write_docker_archive  # noqa: PLC0415, E501
+    from conformance.probe.appliers import write_layout as write_image  # noqa: PLC0415
+
+    blobs = [LayerBlob(build_tar(entries), LAYER_TAR) for entries in params["layers"]]
+    work = _fresh_dir(ctx, "work")
+    try:
+        if ctx.implementation == "ref":
+            from conformance.ref.store import Store  # noqa: PLC0415
+
+            store = Store(os.path.join(work, "conformance-store"), faults=_faults(ctx))
+            ctx.sandbox.defer("remove the ref store", store.remove)
+            image = store.unpack(write_image(os.path.join(work, "layout"), blobs), TAG)
+            dirs = [str(layer.path) for layer in image.layers]
+        elif ctx.implementation == "docker":
+            client, env = docker_cli()
+            name = f"{os.path.basename(ctx.sandbox.root).lower()}:{TAG}"
+            archive = write_docker_archive(os.path.join(work, "image.tar"), blobs, name)
+            ctx.sandbox.defer(f"docker rmi {name}", lambda: quiet([client, "rmi", "-f", name], env))
+            run_tool([client, "load", "-i", archive], what="docker load", env=env)
+            graph = json.loads(run_tool([client, "image", "inspect", "--format", "{{json .GraphDriver}}", name],
+                                        what="docker image inspect", env=env))
+            dirs = _graph_driver_dirs(graph)
+        elif ctx.implementation == "podman":
+            podman = podman_argv(work)
+            ctx.sandbox.defer("podman system reset", lambda: quiet([*podman, "system", "reset", "--force"]))
+            layout = write_image(os.path.join(work, "layout"), blobs)
+            image_id = run_tool([*podman, "pull", "-q", f"oci:{layout}:{TAG}"], what="podman pull").strip()
+            [inspected] = json.loads(run_tool([*podman, "image", "inspect", image_id], what="podman image inspect"))
+            dirs = _graph_driver_dirs(inspected["GraphDriver"])
+        else:
+            raise NotApplicable(f"{ctx.implementation} keeps no per-layer directories for overlay mounts")
+    except ApplyRefused as exc:
+        return {"error": exc.message}
+    return {"layers": [read_tree(path) for path in dirs], "dirs": dirs}
+
+
+def _graph_driver_dirs(graph: JsonDict) -> list[str]:
+    """Layer directories base first, from inspect's GraphDriver.
+
+    For an image, UpperDir is the top layer's directory and LowerDir the others, top first.
+    """
+    if graph.get("Name") not in ("overlay2", "overlay"):
+        raise NotApplicable(f"the storage driver is {graph.get('Name')!r}, not overlay")
+    data = graph.get("Data") or {}
+    lowers = [path for path in (data.get("LowerDir") or "").split(":") if path]
+    return [*reversed(lowers), data["UpperDir"]]

@@ -87,3 +87,8 @@ def layout(oci_layout: dict[str, Any] | None) -> Scenario:
 def diff(lower: list[Entry], upper: list[Entry]) -> Scenario:
     """Diff two trees (each built from entries) twice and apply the diff onto a copy of lower."""
     return Scenario("layers.diff", {"lower": lower, "upper": upper})
+
+
+def stored(*layers: list[Entry]) -> Scenario:
+    """Store an image of the layers as the implementation does for overlay mounts; read each layer's dir."""
+    return Scenario("layers.stored", {"layers": [list(layer) for layer in layers]})

@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 
 from conformance.clauses import load_catalogue
+from conformance.probe.clean import leftover_engine_objects
 from tests.conftest import needs_root, run_cli
 
 pytestmark = [needs_root(), pytest.mark.slow]
@@ -90,6 +91,7 @@ def test_host_is_left_as_found(clean_run: Any) -> None:
     mountinfo = Path("/proc/self/mountinfo").read_text()
     assert "conformance-" not in mountinfo
     assert not [p for p in os.listdir("/tmp") if p.startswith("conformance-")]
+    assert leftover_engine_objects() == []  # docker containers and images of the run are gone too
 
 
 @pytest.mark.parametrize(("area", "clauses"), [("host", HOST_CLAUSES), ("layers", LAYER_CLAUSES)])
