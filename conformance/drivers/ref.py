@@ -40,6 +40,7 @@ FAULTS: dict[str, str] = {
     "OCI-COPY-001": "re-tars each layer in GNU format when copying, and records the new DiffIDs (repack-on-copy)",
     "LAYER-WH-007": "ignores whiteouts: the whited-out directory stays (ignore-whiteouts)",
     "LAYER-STORE-001": "stores whiteouts as .wh. files instead of 0/0 devices (whiteouts-as-files)",
+    "LAYER-SAFE-002": "lets the kernel follow symlinked parent directories, out of the rootfs too (follow-symlinks)",
 }
 
 

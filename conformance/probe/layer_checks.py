@@ -49,6 +49,7 @@ FAULT_BEHAVIOURS: dict[str, str] = {
     "OCI-COPY-001": "repack-on-copy",
     "LAYER-WH-007": "ignore-whiteouts",
     "LAYER-STORE-001": "whiteouts-as-files",
+    "LAYER-SAFE-002": "follow-symlinks",
 }
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # conformance.ref.oci.LAYER_TAR, without importing ref
@@ -69,16 +70,25 @@ def _error(exc: BaseException) -> JsonDict:
 
 
 def build_tar(entries: list[JsonDict]) -> bytes:
-    """A layer tar of entries {name, type: file|dir|symlink|hardlink, content, mode, uid, gid, target}, in order."""
+    """A layer tar of entries, in order.
+
+    An entry is {name, type: file|dir|symlink|hardlink|chardev|blockdev|fifo, content, mode, uid, gid,
+    target, rdev: [major, minor], mtime, xattrs: {name: text}}; xattrs go in PAX SCHILY.xattr records.
+    """
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for entry in entries:
             info = tarfile.TarInfo(entry["name"])
-            info.mtime = MTIME
+            info.mtime = entry.get("mtime", MTIME)
             info.uid, info.gid = entry.get("uid", 0), entry.get("gid", 0)
+            info.pax_headers = {f"SCHILY.xattr.{name}": value for name, value in (entry.get("xattrs") or {}).items()}
             kind = entry.get("type", "file")
             data = entry.get("content", "").encode()
-            if kind == "dir":
+            if kind in ("chardev", "blockdev", "fifo"):
+                info.type = {"chardev": tarfile.CHRTYPE, "blockdev": tarfile.BLKTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+                info.mode = entry.get("mode", 0o644)
+                info.devmajor, info.devminor = entry.get("rdev", [0, 0])
+            elif kind == "dir":
                 info.type, info.mode = tarfile.DIRTYPE, entry.get("mode", 0o755)
             elif kind == "symlink":
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry["target"], 0o777
@@ -90,8 +100,11 @@ def build_tar(entries: list[JsonDict]) -> bytes:
     return out.getvalue()
 
 
-def read_tree(base: str) -> JsonDict:
-    """Every entry under base (recursively), path -> what it is."""
+def read_tree(base: str, *, detail: bool = False) -> JsonDict:
+    """Every entry under base (recursively), path -> what it is; with detail, mtimes and xattrs too.
+
+    Overlay's own trusted.overlay.* xattrs are left out: they describe a store, not a file.
+    """
     tree: JsonDict = {}
     for directory, dirs, files in os.walk(base):
         dirs.sort()
@@ -117,8 +130,30 @@ def read_tree(base: str) -> JsonDict:
                 entry["type"] = "fifo"
             else:
                 entry["type"] = "other"
+            if detail:
+                entry["mtime"] = int(st.st_mtime)
+                entry["xattrs"] = {name: os.getxattr(full, name, follow_symlinks=False).decode(errors="replace")
+                                   for name in sorted(os.listxattr(full, follow_symlinks=False))
+                                   if not name.startswith("trusted.overlay.")}
             tree[os.path.relpath(full, base)] = entry
     return tree
+
+
+def compress(tar: bytes, compression: str) -> LayerBlob:
+    """A layer blob of the tar as tar, gzip or zstd (by the zstd tool, which the host has for zstd layers)."""
+    if compression == "tar":
+        return LayerBlob(tar, LAYER_TAR)
+    if compression == "gzip":
+        return LayerBlob(gzip.compress(tar, mtime=0), LAYER_GZIP)
+    if compression == "zstd":
+        import subprocess  # noqa: PLC0415
+
+        try:
+            done = subprocess.run(["zstd", "-q", "-c", "-19"], input=tar, capture_output=True, timeout=60, check=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise NotApplicable(f"no zstd tool on this host to write a zstd layer: {exc}") from None
+        return LayerBlob(done.stdout, LAYER_TAR + "+zstd")
+    raise ValueError(f"unknown compression {compression!r}")
 
 
 def _overlay_opaque(path: str) -> str | None:
@@ -164,7 +199,8 @@ def apply_layers(params: JsonDict, ctx: Context) -> JsonDict:
         rootfs = applier.apply(blobs, workdir)
     except ApplyRefused as exc:  # a refusal is an observation
         result.update(error=exc.message, failed_layer=exc.layer if exc.layer is not None else len(blobs) - 1)
-    result.update(tree=read_tree(rootfs) if os.path.isdir(rootfs) else {},
+    detail = bool(params.get("detail"))
+    result.update(tree=read_tree(rootfs, detail=detail) if os.path.isdir(rootfs) else {},
                   sentinel_changed=read_tree(sentinel) != before)
     return result
 
@@ -199,8 +235,8 @@ def apply_image(params: JsonDict, ctx: Context) -> JsonDict:
     from conformance.ref.layers import ApplyOptions  # noqa: PLC0415
 
     tars = [build_tar(entries) for entries in params["layers"]]
-    blobs = [LayerBlob(gzip.compress(tar, mtime=0), LAYER_GZIP) if params.get("gzip") else LayerBlob(tar, LAYER_TAR)
-             for tar in tars]
+    compression = params.get("compression") or ("gzip" if params.get("gzip") else "tar")
+    blobs = [compress(tar, compression) for tar in tars]
     diff_ids = [f"sha256:{hashlib.sha256(tar).hexdigest()}" for tar in tars]
     if params.get("wrong_diff_id") is not None:  # the config names another tar's DiffID for this layer
         diff_ids[params["wrong_diff_id"]] = f"sha256:{hashlib.sha256(build_tar([])).hexdigest()}"
@@ -424,7 +460,7 @@ def copy_image(params: JsonDict, ctx: Context) -> JsonDict:
 @action("layers.stored")
 def stored_layers(params: JsonDict, ctx: Context) -> JsonDict:
     """Store an image as the implementation stores images for overlay mounts; each layer directory's tree."""
-    from conformance.probe.appliers import TAG, docker_cli, podman_argv, quiet, run_tool, write_docker_archive  # noqa: PLC0415, E501
+    from conformance.probe.appliers import TAG, docker_cli, podman_argv, quiet, run_tool, write_docker_archive  # noqa: PLC0415
     from conformance.probe.appliers import write_layout as write_image  # noqa: PLC0415
 
     blobs = [LayerBlob(build_tar(entries), LAYER_TAR) for entries in params["layers"]]
@@ -470,3 +506,98 @@ def _graph_driver_dirs(graph: JsonDict) -> list[str]:
     data = graph.get("Data") or {}
     lowers = [path for path in (data.get("LowerDir") or "").split(":") if path]
     return [*reversed(lowers), data["UpperDir"]]
+
+
+def _apply_with_ref(blobs: list[LayerBlob], rootfs: str) -> None:
+    """The oracle: the reference applies the layers, in order, onto an empty directory."""
+    from conformance.ref.layers import apply_layer  # noqa: PLC0415
+
+    os.makedirs(rootfs, mode=0o755)
+    for n, blob in enumerate(blobs):
+        apply_layer(rootfs, blob.data, media_type=blob.media_type, label=f"layer{n}")
+
+
+def _layout_layers(path: str, ref: str | None) -> list[LayerBlob]:
+    """The layer blobs of the image in an OCI layout, base first."""
+    from conformance.ref.layout import Layout  # noqa: PLC0415
+
+    layout = Layout(path)
+    manifest = layout.manifest(layout.resolve(ref))
+    return [LayerBlob(layout.read_blob(layer, limit=1 << 30), layer.media_type) for layer in manifest.layers]
+
+
+def _archive_layers(path: str) -> list[LayerBlob]:
+    """The layer tars of the image in a `docker save` archive, base first."""
+    with tarfile.open(path) as archive:
+        [entry] = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        return [LayerBlob(archive.extractfile(name).read(), LAYER_TAR)  # type: ignore[union-attr]
+                for name in entry["Layers"]]
+
+
+@action("layers.flatten")
+def flatten(params: JsonDict, ctx: Context) -> JsonDict:
+    """The filesystem the implementation gives a container of an image, and its own stored layers applied.
+
+    Both trees come from the implementation: the container's view (an export, an unpack, a mounted
+    overlay) and the layers it keeps or saves for that image, which the reference then applies in order.
+    """
+    from conformance.probe.appliers import (  # noqa: PLC0415
+        TAG,
+        docker_cli,
+        podman_argv,
+        prune_engine_additions,
+        quiet,
+        run_tool,
+        untar,
+        write_docker_archive,
+    )
+    from conformance.probe.appliers import write_layout as write_image  # noqa: PLC0415
+
+    blobs = [LayerBlob(build_tar(entries), LAYER_TAR) for entries in params["layers"]]
+    work = _fresh_dir(ctx, "work")
+    view = os.path.join(work, "view")
+    layout = write_image(os.path.join(work, "layout"), blobs)
+    try:
+        if ctx.implementation == "ref":  # the store's overlay mount against apply_image
+            from conformance.ref.store import Store  # noqa: PLC0415
+
+            store = Store(os.path.join(work, "conformance-store"), faults=_faults(ctx))
+            ctx.sandbox.defer("remove the ref store", store.remove)
+            container = store.create_container(store.unpack(layout, TAG), "flatten")
+            view = str(store.mount(container))
+            stored = _layout_layers(layout, TAG)
+        elif ctx.implementation == "umoci":
+            view = applier_for(ctx).apply(blobs, work)
+            stored = _layout_layers(layout, TAG)
+        elif ctx.implementation == "docker":
+            client, env = docker_cli()
+            name = os.path.basename(ctx.sandbox.root).lower()
+            image = f"{name}:{TAG}"
+            archive = write_docker_archive(os.path.join(work, "image.tar"), blobs, image)
+            ctx.sandbox.defer(f"docker rmi {image}", lambda: quiet([client, "rmi", "-f", image], env))
+            run_tool([client, "load", "-i", archive], what="docker load", env=env)
+            ctx.sandbox.defer(f"docker rm {name}", lambda: quiet([client, "rm", "-f", name], env))
+            run_tool([client, "create", "--name", name, "--network", "none", image], what="docker create", env=env)
+            untar([client, "export", name], view, env=env)
+            saved = os.path.join(work, "saved.tar")
+            run_tool([client, "save", "-o", saved, image], what="docker save", env=env)
+            stored = _archive_layers(saved)
+        elif ctx.implementation == "podman":
+            podman = podman_argv(work)
+            ctx.sandbox.defer("podman system reset", lambda: quiet([*podman, "system", "reset", "--force"]))
+            image_id = run_tool([*podman, "pull", "-q", f"oci:{layout}:{TAG}"], what="podman pull").strip()
+            name = os.path.basename(ctx.sandbox.root).lower()
+            run_tool([*podman, "create", "--name", name, "--network", "none", image_id], what="podman create")
+            untar([*podman, "export", name], view)
+            pushed = os.path.join(work, "pushed")
+            run_tool([*podman, "push", "-q", image_id, f"oci:{pushed}:{TAG}"], what="podman push")
+            stored = _layout_layers(pushed, TAG)
+        else:
+            raise NotApplicable(f"{ctx.implementation} gives containers no filesystem")
+    except ApplyRefused as exc:
+        return {"error": exc.message}
+    if ctx.implementation in ("docker", "podman"):
+        prune_engine_additions(view, stored)
+    oracle = os.path.join(work, "oracle")
+    _apply_with_ref(stored, oracle)
+    return {"view": read_tree(view), "applied": read_tree(oracle), "layers": len(stored)}

@@ -125,7 +125,8 @@ REFUSED: tuple[HostileCase, ...] = (
              [directory("d"), symlink("d/a", "../.."), file("d/a/sentinel/victim", "owned")]),
     _refused("symlink-chain-then-write", "H-3", "escapes the rootfs", "a/victim",
              [symlink("a", "b"), symlink("b", "c/../../sentinel"), directory("c"), file("a/victim", "owned")]),
-    _refused("symlink-then-mkdir-through-it", "H-3", "absolute symlink", "a/new", [symlink("a", S), directory("a/new")]),
+    _refused("symlink-then-mkdir-through-it", "H-3", "absolute symlink", "a/new",
+             [symlink("a", S), directory("a/new")]),
     # H-18: a symlink replaces a lower directory, then the layer writes into it
     _refused("symlink-replaces-directory", "H-18", "absolute symlink", "etc/victim",
              [directory("etc"), file("etc/hosts", "x")], [symlink("etc", S), file("etc/victim", "owned")]),

@@ -28,9 +28,9 @@ def symlink(name: str, target: str) -> Entry:
     return {"name": name, "type": "symlink", "target": target}
 
 
-def hardlink(name: str, target: str) -> Entry:
+def hardlink(name: str, target: str, **attrs: Any) -> Entry:
     """A hardlink entry to an earlier entry."""
-    return {"name": name, "type": "hardlink", "target": target}
+    return {"name": name, "type": "hardlink", "target": target, **attrs}
 
 
 def whiteout(name: str) -> Entry:
@@ -44,9 +44,14 @@ def opaque(directory_name: str) -> Entry:
     return file(f"{directory_name}/.wh..wh..opq")
 
 
-def apply(*layers: list[Entry]) -> Scenario:
-    """Apply the layers, base first, onto an empty rootfs beside a sentinel dir."""
-    return Scenario("layers.apply", {"layers": [list(layer) for layer in layers]})
+def device(name: str, kind: str, major: int = 0, minor: int = 0, **attrs: Any) -> Entry:
+    """A chardev, blockdev or fifo entry."""
+    return {"name": name, "type": kind, "rdev": [major, minor], **attrs}
+
+
+def apply(*layers: list[Entry], detail: bool = False) -> Scenario:
+    """Apply the layers, base first, onto an empty rootfs beside a sentinel dir (detail: mtimes, xattrs)."""
+    return Scenario("layers.apply", {"layers": [list(layer) for layer in layers], "detail": detail})
 
 
 def ids(entries: list[Entry]) -> Scenario:
@@ -60,10 +65,13 @@ def chain_id(diff_ids: list[str]) -> Scenario:
 
 
 def image(*layers: list[Entry], wrong_diff_id: int | None = None, gzip: bool = False,
-          rootfs_type: str = "layers") -> Scenario:
-    """Write an image of the layers (base first) and apply it; optionally break one DiffID or rootfs.type."""
+          rootfs_type: str = "layers", compression: str | None = None) -> Scenario:
+    """Write an image of the layers (base first) and apply it; optionally break one DiffID or rootfs.type.
+
+    compression: "tar", "gzip" or "zstd" for every layer (gzip=True is "gzip").
+    """
     return Scenario("layers.image", {"layers": [list(layer) for layer in layers], "wrong_diff_id": wrong_diff_id,
-                                     "gzip": gzip, "rootfs_type": rootfs_type})
+                                     "gzip": gzip, "rootfs_type": rootfs_type, "compression": compression})
 
 
 def copy(*layers: list[Entry]) -> Scenario:
@@ -92,3 +100,8 @@ def diff(lower: list[Entry], upper: list[Entry]) -> Scenario:
 def stored(*layers: list[Entry]) -> Scenario:
     """Store an image of the layers as the implementation does for overlay mounts; read each layer's dir."""
     return Scenario("layers.stored", {"layers": [list(layer) for layer in layers]})
+
+
+def flatten(*layers: list[Entry]) -> Scenario:
+    """The container filesystem an implementation makes of an image, beside its own layers applied by ref."""
+    return Scenario("layers.flatten", {"layers": [list(layer) for layer in layers]})

@@ -98,9 +98,13 @@ def test_host_is_left_as_found(clean_run: Any) -> None:
 def test_every_clause_has_teeth(tmp_path: Path, area: str, clauses: list[str]) -> None:
     """Each clause's faulty variant (kernel for host, ref for layers) is caught: its verdict is fail (at MAY)."""
     _done, results, _run_dir = _run(tmp_path, "--faults", "--level", "MAY", "--area", area)
-    faulty = {r["clause"]: r["verdict"] for r in results["results"] if r["fault"]}
+    faulty: dict[str, set[str]] = {}
+    for r in results["results"]:
+        if r["fault"]:
+            faulty.setdefault(r["clause"], set()).add(r["verdict"])
     assert sorted(faulty) == sorted(clauses)
-    assert {cid: v for cid, v in faulty.items() if v != "fail"} == {}
+    # a clause checked over many cases (the hostile corpus) is caught when any of its cases fails
+    assert {cid: v for cid, v in faulty.items() if "fail" not in v} == {}
 
 
 def test_unreachable_host_is_one_verdict_and_localhost_completes(tmp_path: Path) -> None:

@@ -37,14 +37,14 @@ def test_hostile_layer_is_refused_and_nothing_outside_changes(name: str, jail: J
 @pytest.mark.parametrize("name", sorted(hostile.CONTAINED))
 def test_hostile_layer_is_contained(name: str, jail: Jail) -> None:
     """Absolute names, absolute hardlink targets and harmless `..` are taken inside the rootfs."""
-    layer, inside = hostile.CONTAINED[name](jail.sentinel)
+    layer, inside = hostile.build_contained(name, jail.sentinel)
     apply_layer(jail.rootfs, layer)
     assert os.path.lexists(jail.rootfs / inside)
     jail.check()
 
 
 def test_absolute_hardlink_links_the_file_inside_the_rootfs(jail: Jail) -> None:
-    layer, _ = hostile.CONTAINED["hardlink-absolute-inside"](jail.sentinel)
+    layer, _ = hostile.build_contained("hardlink-absolute-inside", jail.sentinel)
     apply_layer(jail.rootfs, layer)
     assert os.path.samefile(jail.rootfs / "localpasswd", jail.rootfs / "etc" / "passwd")
 

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from conformance.scenarios import layers
-from conformance.scenarios.layers import file
+from conformance.scenarios.layers import directory, file, hardlink, opaque, symlink, whiteout
 from conformance.target import Target
 
 DIFF_IDS = [f"sha256:{hashlib.sha256(text.encode()).hexdigest()}" for text in ("base", "middle", "top")]
@@ -95,3 +95,65 @@ def test_copying_an_image_keeps_its_layers(target: Target) -> None:
     target.expect("the copy's rootfs.diff_ids", seen["original"]["diff_ids"], seen["diff_ids"])
     target.expect("sha256 of each copied layer, uncompressed", seen["original"]["diff_ids"], seen["layers"],
                   hint=f"copied media types: {seen.get('media_types')}")
+
+
+#: Three layers that use every kind of change: whiteouts of a file, a directory and a hardlink,
+#: an opaque directory, a file replaced by a symlink, a directory's metadata changed. The hardlink's
+#: header repeats its target's mode, as tar writers do: moby chmods the target to a link header's mode.
+STACK = (
+    [directory("etc"), file("etc/passwd", "root:x:0:0\n"), directory("bin"), file("bin/sh", "elf", mode=0o755),
+     hardlink("bin/ash", "bin/sh", mode=0o755), directory("usr"), directory("usr/lib"), file("usr/lib/libc.so", "libc"),
+     symlink("lib", "usr/lib"), directory("var"), directory("var/cache"), file("var/cache/a", "a"),
+     file("var/cache/b", "b"), directory("tmp", mode=0o1777)],
+    [file("etc/passwd", "root:x:0:0\nuser:x:1000:1000\n"), directory("var/cache"), opaque("var/cache"),
+     file("var/cache/new", "new"), whiteout("tmp"), directory("home", mode=0o750, uid=1000, gid=1000)],
+    [whiteout("bin/ash"), directory("etc", mode=0o700), symlink("usr/lib/libc.so", "libc.so.6"),
+     file("usr/lib/libc.so.6", "libc 6")],
+)
+SAME = ("type", "content", "mode", "uid", "gid", "target", "rdev")
+
+
+@pytest.mark.clause("OCI-MANIFEST-002")
+def test_container_filesystem_is_the_layers_applied_in_order(target: Target) -> None:
+    """A three-layer image with whiteouts, an opaque dir and replacements gives a container a tree.
+
+    That tree MUST equal the implementation's own layers of the image applied in order by the reference.
+    """
+    seen = target.observe(layers.flatten(*STACK))
+    target.expect("error", None, seen.get("error"))
+    target.expect("layers kept for the image", len(STACK), seen["layers"])
+
+    def shape(tree: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+        return {name: {key: entry.get(key) for key in SAME if key in entry} for name, entry in tree.items()}
+
+    view, applied = shape(seen["view"]), shape(seen["applied"])
+    target.expect("names only in the container", [], sorted(set(view) - set(applied)))
+    target.expect("names missing from the container", [], sorted(set(applied) - set(view)))
+    target.expect("entries that differ", {}, {name: {"container": view[name], "applied": applied[name]}
+                                               for name in sorted(view) if view[name] != applied.get(name, view[name])})
+
+
+def _contents(tree: dict[str, dict[str, object]]) -> dict[str, object]:
+    return {name: entry.get("content", entry.get("type")) for name, entry in tree.items()}
+
+
+TWO_LAYERS = ([directory("etc"), file("etc/os", "base" * 200), file("gone", "x")],
+              [file("etc/os", "top" * 300), whiteout("gone")])
+
+
+@pytest.mark.clause("OCI-MEDIA-001")
+def test_tar_and_gzip_layers_are_applied_alike(target: Target) -> None:
+    """The same two layers as tar and as tar+gzip MUST both apply, to the same tree."""
+    plain, gzipped = (obs.data for obs in target.probe(layers.image(*TWO_LAYERS, compression="tar"),
+                                                       layers.image(*TWO_LAYERS, compression="gzip")))
+    for what, seen in (("tar", plain), ("tar+gzip", gzipped)):
+        target.expect(f"{what} apply error", None, seen.get("error"))
+        target.expect(f"{what} rootfs", {"etc": "dir", "etc/os": "top" * 300}, _contents(seen["tree"]))
+
+
+@pytest.mark.clause("OCI-MEDIA-002")
+def test_zstd_layers_are_applied(target: Target) -> None:
+    """The same two layers as tar+zstd SHOULD apply to the same tree."""
+    seen = target.observe(layers.image(*TWO_LAYERS, compression="zstd"))
+    target.expect("tar+zstd apply error", None, seen.get("error"))
+    target.expect("tar+zstd rootfs", {"etc": "dir", "etc/os": "top" * 300}, _contents(seen["tree"]))

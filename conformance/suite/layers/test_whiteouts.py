@@ -82,3 +82,11 @@ def test_whiteout_of_a_directory_removes_its_subtree(target: Target) -> None:
     seen = target.observe(layers.apply(lower, [whiteout("b")]))
     target.expect("apply error", None, seen.get("error"))
     target.expect("rootfs names", ["keep"], _names(seen["tree"]))
+
+
+@pytest.mark.clause("LAYER-WH-008")
+def test_whiteout_under_a_missing_parent_changes_nothing(target: Target) -> None:
+    """Lower holds only a; a layer with x/.wh.y SHOULD apply without error and leave only a."""
+    seen = target.observe(layers.apply([file("a", "a")], [whiteout("x/y")]))
+    target.expect("apply error", None, seen.get("error"))
+    target.expect("rootfs names", ["a"], _names(seen["tree"]), hint="no directory is made for a whiteout")
