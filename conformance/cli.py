@@ -18,6 +18,7 @@ from typing import Any
 
 from conformance import __version__
 from conformance.clauses import AREAS, CatalogueError, load_catalogue
+from conformance.explore import commands as ref_commands
 from conformance.verdicts import (
     EXIT_CONFORMANT,
     EXIT_NOT_CONFORMANT,
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true")
     render = rsub.add_parser("render", help="write junit.xml, report.html and summary.md again from results.json")
     render.add_argument("dir", type=Path)
+    ref_commands.add_parser(sub)
     return parser
 
 
@@ -310,7 +312,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "clauses": cmd_clauses, "explain": cmd_explain, "facts": cmd_facts,
-            "impls": cmd_impls, "clean": cmd_clean, "report": cmd_report}
+            "impls": cmd_impls, "clean": cmd_clean, "report": cmd_report, "ref": ref_commands.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

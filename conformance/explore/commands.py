@@ -1,0 +1,96 @@
+"""The `conformance ref ...` command group: one small function per subcommand, registered in one table.
+
+cli.py calls `add_parser(sub)` to put the group in and dispatches to `run(args)`. A new subcommand
+(`ref build`...) is one `_add_*` function that sets `handler`, listed in SUBCOMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from conformance.ref.errors import RefError
+
+DEFAULT_STORE = "/var/tmp/conformance-store"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("inspect", help="an image's layers, config and (with a container) its overlay",
+                            description="IMAGE is an OCI image layout directory, with :tag to pick one of its "
+                                        "images (path[:tag]).")
+    parser.add_argument("image", metavar="IMAGE")
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--container", metavar="NAME",
+                     help="unpack into the store and create (or reuse) this container; show its GraphDriver data")
+    who.add_argument("--upper", metavar="DIR", type=Path, help="draw this overlay upper directory as the container")
+    parser.add_argument("--store", default=DEFAULT_STORE, type=Path,
+                        help=f"the layer store for --container (default {DEFAULT_STORE}; needs root)")
+    parser.add_argument("--json", action="store_true", help="the model as JSON, stable keys")
+    parser.add_argument("--svg", metavar="FILE", type=Path, help="also draw the layer stack as SVG into FILE")
+    parser.set_defaults(handler=cmd_inspect)
+
+
+def _add_layer(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    layer = sub.add_parser("layer", help="look at one layer")
+    lsub = layer.add_subparsers(dest="layer_command", required=True)
+    show = lsub.add_parser("show", help="a layer's entries, whiteouts marked",
+                           description="LAYER is a blob file (tar, tar.gz, tar.zst), LAYOUT@sha256:..., or "
+                                       "LAYOUT[:tag]#N for an image's N-th layer (0 is the base).")
+    show.add_argument("layer", metavar="LAYER")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_layer_show)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_inspect, _add_layer]
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `ref` and its subcommands to the top-level subparsers."""
+    ref = sub.add_parser("ref", help="the reference implementations: look at images and layers")
+    rsub = ref.add_subparsers(dest="ref_command", required=True)
+    for add in SUBCOMMANDS:
+        add(rsub)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the subcommand; a refusal of the reference code is a usage error (exit 2) with its message."""
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (RefError, OSError) as err:
+        print(f"conformance ref: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Build the model, print it as text or JSON, draw it when asked."""
+    from conformance.explore import inspect, svg  # noqa: PLC0415
+
+    path, ref = inspect.parse_image(args.image)
+    info = inspect.inspect_image(path, ref)
+    if args.container:
+        info = inspect.with_container(info, args.store, args.container)
+    elif args.upper:
+        info = inspect.with_upper(info, args.upper)
+    print(inspect.render_json(info) if args.json else inspect.render_text(info), end="" if not args.json else "\n")
+    if args.svg:
+        subtitle = (f"manifest {inspect.short(info.manifest.digest)} · {len(info.layers)} layers · "
+                    f"{info.platform or '?'}")
+        name = Path(info.source).name + (f":{info.ref}" if info.ref else "")
+        args.svg.write_text(svg.render_svg(info.stack(), title=f"Layer stack of {name}", subtitle=subtitle),
+                            encoding="utf-8")
+        print(f"wrote {args.svg}", file=sys.stderr)
+    return 0
+
+
+def cmd_layer_show(args: argparse.Namespace) -> int:
+    """List one layer."""
+    from conformance.explore import show  # noqa: PLC0415
+
+    layer = show.load_layer(args.layer)
+    print(show.render_json(layer) if args.json else show.render_text(layer), end="\n" if args.json else "")
+    return 0
