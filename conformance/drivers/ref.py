@@ -41,6 +41,7 @@ FAULTS: dict[str, str] = {
     "LAYER-WH-007": "ignores whiteouts: the whited-out directory stays (ignore-whiteouts)",
     "LAYER-STORE-001": "stores whiteouts as .wh. files instead of 0/0 devices (whiteouts-as-files)",
     "LAYER-SAFE-002": "lets the kernel follow symlinked parent directories, out of the rootfs too (follow-symlinks)",
+    "OCI-MANIFEST-002": "stacks the store's lower dirs base on top when mounting a container (lowers-bottom-first)",
 }
 
 

@@ -50,6 +50,7 @@ FAULT_BEHAVIOURS: dict[str, str] = {
     "LAYER-WH-007": "ignore-whiteouts",
     "LAYER-STORE-001": "whiteouts-as-files",
     "LAYER-SAFE-002": "follow-symlinks",
+    "OCI-MANIFEST-002": "lowers-bottom-first",
 }
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # conformance.ref.oci.LAYER_TAR, without importing ref

@@ -29,7 +29,6 @@ from __future__ import annotations
 import io
 import os
 import stat
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from conformance.ref.attrs import (
 from conformance.ref.errors import LayerError, LimitError, UnsafePathError
 from conformance.ref.oci import LAYER_TAR, layer_compression
 from conformance.ref.streams import CHUNK, HashingReader, Readable, TarStream
-from conformance.ref.tarread import read_members
+from conformance.ref.tarread import Member, TarReader
 from conformance.ref.tarsafe import Root, clean_name
 
 WHITEOUT = ".wh."
@@ -115,13 +114,19 @@ def apply_layer(rootfs: str | os.PathLike[str], layer: bytes | Readable, *, medi
     options = options or ApplyOptions()
     raw = HashingReader(io.BytesIO(layer) if isinstance(layer, (bytes, bytearray)) else layer)
     compression = layer_compression(media_type)
-    stream = TarStream(raw, compression, options.max_bytes, label)
-    with Root(rootfs, follow_symlinks="follow-symlinks" in options.faults) as root:  # FAULT point
-        applier = _Applier(root, options, label)
-        applier.run(stream)
-    stream.drain()
-    while raw.read(CHUNK):  # bytes after a gzip stream's end are part of the blob's digest too
-        pass
+    try:
+        stream = TarStream(raw, compression, options.max_bytes, label)
+        try:
+            with Root(rootfs, follow_symlinks="follow-symlinks" in options.faults) as root:  # FAULT point
+                applier = _Applier(root, options, label)
+                applier.run(stream)
+            stream.drain()
+        finally:
+            stream.close()
+        while raw.read(CHUNK):  # bytes after a gzip stream's end are part of the blob's digest too
+            pass
+    finally:
+        raw.close()
     diff_id = stream.diff_id()
     if "diff-id-of-blob" in options.faults:  # FAULT: the digest of the (compressed) blob as the DiffID
         diff_id = raw.digest()
@@ -143,7 +148,7 @@ class _Applier:
         self.added: set[str] = set()
         self.ancestors: set[str] = set()
         self.skipped: set[str] = set()
-        self.directories: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
+        self.directories: list[tuple[tuple[str, ...], Member]] = []
         self.counts: dict[str, int] = dict.fromkeys(
             ("entries", "files", "directories", "symlinks", "hardlinks", "devices", "fifos", "whiteouts",
              "opaque_whiteouts", "bytes_written"), 0)
@@ -155,67 +160,72 @@ class _Applier:
 
     def run(self, stream: TarStream) -> None:
         """Apply the entries one by one as they stream in, then the directories' modes and times."""
-        for tar, member in read_members(stream, label=self.label, max_metadata=self.options.max_metadata):
-            self.counts["entries"] += 1
-            if self.counts["entries"] > self.options.max_entries:
+        reader = TarReader(stream, label=self.label, max_metadata=self.options.max_metadata)
+        counts = self.counts
+        for member in reader:
+            counts["entries"] += 1
+            if counts["entries"] > self.options.max_entries:
                 raise LimitError(f"more than {self.options.max_entries} entries", layer=self.label,
                                  entry=member.name)
-            self.entry(tar, member)
+            self.entry(reader, member)
             self.root.release()
         self.finish()
 
-    def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def entry(self, reader: TarReader, member: Member) -> None:
         """Apply one entry; every failure becomes a LayerError naming it."""
         try:
             parts = clean_name(member.name)
-            self._entry(tar, member, parts)
+            self._entry(reader, member, parts)
         except (UnsafePathError, ValueError) as err:
             raise LayerError(str(err), layer=self.label, entry=member.name) from None
         except LayerError as err:
             raise err.within(layer=self.label, entry=member.name) from None
-        except tarfile.TarError as err:  # reading the entry's data: cut short, or a bad sparse map
-            raise LayerError(f"corrupt or truncated tar ({err})", layer=self.label, entry=member.name) from None
         except OSError as err:
             raise LayerError(os_reason(err), layer=self.label, entry=member.name) from None
 
-    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
-        for component in parts[:-1]:
-            if component.startswith(WHITEOUT):
-                raise LayerError(f"directory {component!r} has a whiteout name (whiteouts are files, H-11)")
-        if parts and parts[-1].startswith(WHITEOUT) and "extract-whiteouts" not in self.faults:  # FAULT
-            self._whiteout(member, parts)
-            return
+    def _entry(self, reader: TarReader, member: Member, parts: tuple[str, ...]) -> None:
+        if WHITEOUT in member.name:  # no component can start with ".wh." otherwise
+            for component in parts[:-1]:
+                if component.startswith(WHITEOUT):
+                    raise LayerError(f"directory {component!r} has a whiteout name (whiteouts are files, H-11)")
+            if parts and parts[-1].startswith(WHITEOUT) and "extract-whiteouts" not in self.faults:  # FAULT
+                self._whiteout(member, parts)
+                return
         key = "/".join(parts)
         if key in self.added:
             raise LayerError("the layer has this path twice (layer.md: duplicate entries MUST NOT occur)")
         if not parts:
             self._root_entry(member)
             return
-        if key in self.ancestors and not member.isdir():
+        kind = member.type
+        if kind != b"5" and key in self.ancestors:
             raise LayerError("replaces a directory this layer already wrote into")
-        if not (member.isreg() or member.isdir() or member.issym() or member.islnk() or member.ischr()
-                or member.isblk() or member.isfifo()):
-            raise LayerError(f"unsupported entry type {member.type!r}")
-        if member.islnk():
-            self._hardlink(member, parts)  # resolves its target before anything is removed
+        if not member.isreg() and kind not in _OTHER_TYPES:
+            raise LayerError(f"unsupported entry type {kind!r}")
+        if kind == b"1":
+            self._hardlink(member, parts, key)  # resolves its target before anything is removed
             return
         parent = self.root.open_dir(parts[:-1], create=True)
         assert parent is not None
-        self._mark(parts)
+        self._mark(parts, key)
         name = parts[-1]
-        existing = _lstat(parent, name)
-        if member.isdir():
-            self._directory(parent, name, parts, member, existing)
-            return
-        if existing is not None:
-            self.root.remove(parent, name)
-        if member.isreg():
-            self._file(tar, parent, name, member)
-        elif member.issym():
+        # Each node is created with O_EXCL (or mkdir, symlink, mknod: all fail with EEXIST), and only
+        # a collision looks at what was there: one syscall per new entry instead of an lstat first.
+        # The kernel checks the name atomically, so this is as exact as looking first (layer.md §
+        # Changeset over existing files: anything but a directory over a directory is replaced).
+        if kind == b"5":
+            self._directory(parent, name, parts, member)
+        elif member.isreg():
+            self._file(reader, parent, name, member)
+        elif kind == b"2":
             if not member.linkname:  # Linux cannot make one (ENOENT); say why instead
                 raise LayerError("symlink with an empty target")
             link = member.linkname.lstrip("/") if "relative-symlinks" in self.faults else member.linkname  # FAULT
-            os.symlink(link, name, dir_fd=parent)
+            try:
+                os.symlink(link, name, dir_fd=parent)
+            except FileExistsError:
+                self.root.remove(parent, name)
+                os.symlink(link, name, dir_fd=parent)
             self._owner_at(parent, name, member)
             self._xattrs_at(parent, name, member)
             os.utime(name, ns=entry_times(member), dir_fd=parent, follow_symlinks=False)
@@ -223,14 +233,21 @@ class _Applier:
         else:
             self._node(parent, name, key, member)
 
-    def _mark(self, parts: tuple[str, ...]) -> None:
-        self.added.add("/".join(parts))
-        for length in range(len(parts)):
-            self.ancestors.add("/".join(parts[:length]))
+    def _mark(self, parts: tuple[str, ...], key: str) -> None:
+        """Remember `key` as written, and its directories as holding this layer's entries.
+
+        `ancestors` is closed under prefixes, so once an entry's parent is in it, so is every
+        directory above (and a layer's entries mostly share their parent with the one before).
+        """
+        self.added.add(key)
+        parent = key.rpartition("/")[0]
+        if parent not in self.ancestors:
+            for length in range(len(parts)):
+                self.ancestors.add("/".join(parts[:length]))
 
     # Entry kinds
 
-    def _root_entry(self, member: tarfile.TarInfo) -> None:
+    def _root_entry(self, member: Member) -> None:
         # A root that is a symlink would send every later entry wherever it points (CVE-2021-29136).
         if not member.isdir():
             raise LayerError("the rootfs itself ('.' or '/') can only be a directory (CVE-2021-29136)")
@@ -239,46 +256,60 @@ class _Applier:
         self._xattrs_fd(self.root.fd, member, "", replace=True)
         self.directories.append(((), member))
 
-    def _directory(self, parent: int, name: str, parts: tuple[str, ...], member: tarfile.TarInfo,
-                   existing: os.stat_result | None) -> None:
-        if existing is not None and not stat.S_ISDIR(existing.st_mode):
-            self.root.remove(parent, name)
-            existing = None
-        if existing is None:
-            os.mkdir(name, 0o700, dir_fd=parent)
-        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    def _directory(self, parent: int, name: str, parts: tuple[str, ...], member: Member) -> None:
+        existed = False
         try:
-            self._owner_fd(fd, member, "/".join(parts))
-            self._xattrs_fd(fd, member, "/".join(parts), replace=existing is not None)
-        finally:
-            os.close(fd)
+            os.mkdir(name, 0o700, dir_fd=parent)
+        except FileExistsError:
+            existing = _lstat(parent, name)
+            if existing is not None and stat.S_ISDIR(existing.st_mode):
+                existed = True
+            else:
+                self.root.remove(parent, name)
+                os.mkdir(name, 0o700, dir_fd=parent)
+        path = "/".join(parts)
+        if existed or (self.options.xattrs and member.pax_headers):
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            try:
+                self._owner_fd(fd, member, path)
+                self._xattrs_fd(fd, member, path, replace=existed)
+            finally:
+                os.close(fd)
+        else:  # just made by mkdir, so not a symlink: no fd needed for the owner
+            self._owner_at(parent, name, member)
         self.directories.append((parts, member))  # mode and mtime at the end
         self.counts["directories"] += 1
 
-    def _file(self, tar: tarfile.TarFile, parent: int, name: str, member: tarfile.TarInfo) -> None:
+    def _file(self, reader: TarReader, parent: int, name: str, member: Member) -> None:
         # The stream is bounded by max_bytes, but a sparse entry (GNU or PAX) claims its size without
         # carrying the zeros: bound what is written too, before writing it.
         if self.counts["bytes_written"] + member.size > self.options.max_bytes:
             raise LimitError(f"extracted content passes the limit of {self.options.max_bytes} bytes "
                              f"(this entry claims {member.size}{', sparse' if member.issparse() else ''})")
-        source = tar.extractfile(member)
-        assert source is not None
-        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
         try:
-            while chunk := source.read(CHUNK):
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
-                self.counts["bytes_written"] += len(chunk)
+            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
+        except FileExistsError:
+            self.root.remove(parent, name)
+            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
+        try:
+            if member.sparse is None:
+                written = _write_all(fd, reader)
+            else:
+                written = _write_sparse(fd, reader, member.sparse)
+                os.ftruncate(fd, member.size)
+            self.counts["bytes_written"] += written
             self._owner_fd(fd, member, member.name)  # chown before chmod: chown clears setuid bits
-            self._xattrs_fd(fd, member, member.name, replace=False)
+            if member.pax_headers:
+                self._xattrs_fd(fd, member, member.name, replace=False)
             os.fchmod(fd, (0o644 if "ignore-modes" in self.faults else member.mode) & 0o7777)  # FAULT
             os.utime(fd, ns=entry_times(member))
         finally:
             os.close(fd)
         self.counts["files"] += 1
 
-    def _node(self, parent: int, name: str, key: str, member: tarfile.TarInfo) -> None:
+    def _node(self, parent: int, name: str, key: str, member: Member) -> None:
+        if _lstat(parent, name) is not None:  # devices and fifos are rare: look first, as before
+            self.root.remove(parent, name)
         if member.isfifo():
             os.mkfifo(name, 0o600, dir_fd=parent)
             self.counts["fifos"] += 1
@@ -303,7 +334,7 @@ class _Applier:
         chmod_node(parent, name, member.mode & 0o7777)
         os.utime(name, ns=entry_times(member), dir_fd=parent, follow_symlinks=False)
 
-    def _hardlink(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+    def _hardlink(self, member: Member, parts: tuple[str, ...], key: str) -> None:
         if "drop-hardlinks" in self.faults:  # FAULT: hardlink entries are skipped
             return
         try:
@@ -329,7 +360,7 @@ class _Applier:
             raise LayerError(f"{shown} is a directory")
         parent = self.root.open_dir(parts[:-1], create=True)
         assert parent is not None
-        self._mark(parts)
+        self._mark(parts, key)
         if _lstat(parent, parts[-1]) is not None:
             self.root.remove(parent, parts[-1])
         # linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink (OCI-HL-004).
@@ -338,7 +369,7 @@ class _Applier:
 
     # Whiteouts
 
-    def _whiteout(self, member: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+    def _whiteout(self, member: Member, parts: tuple[str, ...]) -> None:
         name = parts[-1]
         if not member.isreg():
             raise LayerError("a whiteout must be a regular file (H-11)")
@@ -383,26 +414,26 @@ class _Applier:
 
     # Attributes
 
-    def _owner_fd(self, fd: int, member: tarfile.TarInfo, path: str) -> None:
+    def _owner_fd(self, fd: int, member: Member, path: str) -> None:
         if self.ownership:
             os.fchown(fd, member.uid, member.gid)
         elif (member.uid, member.gid) != (os.geteuid(), os.getegid()):
             self._note("ownership not applied (not root)", path)
 
-    def _owner_at(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
+    def _owner_at(self, parent: int, name: str, member: Member) -> None:
         if self.ownership:
             os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
         elif (member.uid, member.gid) != (os.geteuid(), os.getegid()):
             self._note("ownership not applied (not root)", member.name)
 
-    def _xattrs_fd(self, fd: int, member: tarfile.TarInfo, path: str, *, replace: bool) -> None:
+    def _xattrs_fd(self, fd: int, member: Member, path: str, *, replace: bool) -> None:
         self._xattrs(fd, member, path, replace=replace, follow=True)
 
-    def _xattrs_at(self, parent: int, name: str, member: tarfile.TarInfo) -> None:
+    def _xattrs_at(self, parent: int, name: str, member: Member) -> None:
         # os.setxattr has no dir_fd: name the entry through its directory's fd, without following it.
         self._xattrs(f"/proc/self/fd/{parent}/{name}", member, member.name, replace=False, follow=False)
 
-    def _xattrs(self, target: int | str, member: tarfile.TarInfo, path: str, *, replace: bool,
+    def _xattrs(self, target: int | str, member: Member, path: str, *, replace: bool,
                 follow: bool) -> None:
         if not self.options.xattrs:
             return
@@ -452,6 +483,38 @@ class _Applier:
         notes = tuple(f"{what}: {count} (first: {self.first_noted[what]!r})" for what, count in self.notes.items())
         return ApplyStats(digest=digest, diff_id=diff_id, compressed_size=compressed_size, size=size,
                           notes=notes, **self.counts)
+
+
+_OTHER_TYPES = frozenset({b"1", b"2", b"3", b"4", b"5", b"6"})
+
+
+def _write_all(fd: int, reader: TarReader) -> int:
+    """Write the entry's data to `fd` as it comes (views of the stream: no copies); returns the bytes."""
+    written = 0
+    for view in reader.chunks():
+        size = len(view)
+        done = os.write(fd, view)
+        while done < size:  # a short write (not on tmpfs or ext4 for a regular file, but allowed)
+            done += os.write(fd, view[done:])
+        written += size
+    return written
+
+
+def _write_sparse(fd: int, reader: TarReader, segments: list[tuple[int, int]]) -> int:
+    """Write the data of a sparse entry at its segments' offsets (the holes stay holes); returns the bytes."""
+    pending = iter(segments)
+    offset, left = 0, 0
+    written = 0
+    for view in reader.chunks():
+        while view:
+            while not left:
+                offset, left = next(pending)
+            done = os.pwrite(fd, view[:left], offset)
+            offset += done
+            left -= done
+            written += done
+            view = view[done:]
+    return written
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 from conformance.ref.digest import parse_digest
 from conformance.ref.errors import LayoutError
 from conformance.ref.oci import (
+    COMPRESSED_LAYER,
     CONFIG,
     CONFIG_TYPES,
     INDEX_TYPES,
@@ -39,7 +40,7 @@ from conformance.ref.oci import (
     dumps_canonical,
     loads_strict,
 )
-from conformance.ref.streams import CHUNK, Readable, VerifiedReader
+from conformance.ref.streams import CHUNK, Readable, VerifiedReader, zstd_compress
 
 LAYOUT_VERSION = "1.0.0"
 
@@ -239,15 +240,25 @@ class Layout:
         """Store a document as canonical JSON."""
         return self.add_blob(dumps_canonical(doc), media_type)
 
-    def add_layer(self, tar: bytes, *, compress: bool = False) -> tuple[Descriptor, str]:
-        """Store an uncompressed layer tar, gzipped when asked; returns (descriptor, DiffID).
+    def add_layer(self, tar: bytes, *, compress: bool = False,
+                  compression: str | None = None) -> tuple[Descriptor, str]:
+        """Store an uncompressed layer tar, compressed as asked; returns (descriptor, DiffID).
 
-        gzip is written with mtime 0 and no file name, so the blob digest is reproducible.
+        `compression` is "none", "gzip" or "zstd"; without it, `compress` means gzip. gzip is written
+        with mtime 0 and no file name, zstd as one frame with content size and checksum, so the blob
+        digest is reproducible.
         """
         diff = f"sha256:{hashlib.sha256(tar).hexdigest()}"
-        if compress:
-            return self.add_blob(gzip.compress(tar, compresslevel=6, mtime=0), LAYER_GZIP), diff
-        return self.add_blob(tar, LAYER_TAR), diff
+        chosen = compression or ("gzip" if compress else "none")
+        if chosen == "gzip":
+            blob = gzip.compress(tar, compresslevel=6, mtime=0)
+        elif chosen == "zstd":
+            blob = zstd_compress(tar)
+        elif chosen == "none":
+            blob = tar
+        else:
+            raise ValueError(f"compression {chosen!r} is not one of {sorted(COMPRESSED_LAYER)}")
+        return self.add_blob(blob, COMPRESSED_LAYER[chosen]), diff
 
     def add_image(self, ref: str | None, layers: Sequence[tuple[Descriptor, str]], *,
                   history: Sequence[History] = (), config: Mapping[str, Any] | None = None,

@@ -25,6 +25,7 @@ LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 LAYER_NONDISTRIBUTABLE_TAR = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 LAYER_NONDISTRIBUTABLE_GZIP = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+LAYER_NONDISTRIBUTABLE_ZSTD = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -36,29 +37,35 @@ DOCKER_FOREIGN_LAYER_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.ta
 REF_NAME = "org.opencontainers.image.ref.name"
 
 #: Layer media types this implementation applies, with their compression. Docker's are accepted on
-#: read only (manifest.md allows them for compatibility); zstd needs a decoder the standard library
-#: only has from Python 3.14, so it is refused with that reason rather than guessed at.
+#: read only (manifest.md allows them for compatibility). zstd (layer.md: "+zstd", RFC 8878) is decoded
+#: with the zstandard module or the zstd program, whichever the host has (streams.ZstdStream); with
+#: neither, applying such a layer is a LayerError that says what to install.
 LAYER_COMPRESSION = {
     LAYER_TAR: "none",
     LAYER_GZIP: "gzip",
+    LAYER_ZSTD: "zstd",
     LAYER_NONDISTRIBUTABLE_TAR: "none",
     LAYER_NONDISTRIBUTABLE_GZIP: "gzip",
+    LAYER_NONDISTRIBUTABLE_ZSTD: "zstd",
     DOCKER_LAYER_TAR: "none",
     DOCKER_LAYER_GZIP: "gzip",
     DOCKER_FOREIGN_LAYER_GZIP: "gzip",
 }
+
+#: The media type `Layout.add_layer` writes for each compression.
+COMPRESSED_LAYER = {"none": LAYER_TAR, "gzip": LAYER_GZIP, "zstd": LAYER_ZSTD}
+
 MANIFEST_TYPES = (MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (INDEX, DOCKER_MANIFEST_LIST)
 CONFIG_TYPES = (CONFIG, DOCKER_CONFIG)
 
 
 def layer_compression(media_type: str) -> str:
-    """"none" or "gzip" for a layer media type; a LayoutError for anything this cannot apply."""
+    """"none", "gzip" or "zstd" for a layer media type; a LayoutError for anything this cannot apply."""
     try:
         return LAYER_COMPRESSION[media_type]
     except KeyError:
-        hint = " (zstd needs Python 3.14's compression.zstd)" if "zstd" in media_type else ""
-        raise LayoutError(f"layer mediaType {media_type!r} is not supported{hint}") from None
+        raise LayoutError(f"layer mediaType {media_type!r} is not supported") from None
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -71,6 +71,7 @@ class Root:
         self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._cache: OrderedDict[tuple[str, ...], tuple[int, tuple[str, ...]]] = OrderedDict()
         self._retired: list[int] = []
+        self._recent: tuple[str, ...] = ()  # the key moved to the cache's end last
 
     def __enter__(self) -> Root:
         return self
@@ -89,9 +90,12 @@ class Root:
         """Drop cached directories (their fds close at the next `release`)."""
         self._retired.extend(fd for fd, _ in self._cache.values())
         self._cache.clear()
+        self._recent = ()
 
     def release(self) -> None:
         """End of an entry: close retired fds and keep the cache small."""
+        if not self._retired and len(self._cache) <= CACHE_SIZE:
+            return
         while len(self._cache) > CACHE_SIZE:
             _, (fd, _) = self._cache.popitem(last=False)
             self._retired.append(fd)
@@ -111,7 +115,9 @@ class Root:
             return self.fd
         hit = self._cache.get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
+            if key != self._recent:  # entries come grouped by directory: skip the reordering for a run of them
+                self._cache.move_to_end(key)
+                self._recent = key
             return hit[0]
         real: tuple[str, ...] = ()
         start, current = 0, self.fd
@@ -126,6 +132,7 @@ class Root:
         fd, resolved, owned = opened
         if owned:  # else the walk ended where it began (`a -> .`): that fd is the root's or cached
             self._cache[key] = (fd, resolved)
+            self._recent = key
         return fd
 
     def _walk(self, current: int, real: list[str], pending: list[str], *,
