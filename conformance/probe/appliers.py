@@ -301,13 +301,59 @@ def _go_arch() -> str:
     return host_architecture()
 
 
-class DockerApplier:
-    """docker load of a docker-archive and docker create; the rootfs is what `docker start` would mount.
+@dataclass(frozen=True)
+class DockerSession:
+    """An image this probe loaded into the docker daemon; it and its containers go with the sandbox."""
 
-    `docker export` would be simpler but it writes no xattrs at all, so it shows less than a container
-    sees; instead the container's own overlay (GraphDriver LowerDir, UpperDir) is mounted read-only in
-    the sandbox, exactly as the daemon would stack it, and copied out with `cp -a`.
-    """
+    ctx: Context
+    client: str
+    env: dict[str, str]
+    name: str  # of the image's repository and of its one container
+
+    @property
+    def image(self) -> str:
+        """The image reference."""
+        return f"{self.name}:{TAG}"
+
+    @classmethod
+    def load(cls, ctx: Context, blobs: Sequence[LayerBlob], workdir: str,
+             config: Mapping[str, Any] | None = None) -> DockerSession:
+        """`docker load` of the blobs as a docker-archive, named after the sandbox (one name per load)."""
+        client, env = docker_cli()
+        session = cls(ctx, client, env, f"{os.path.basename(ctx.sandbox.root).lower()}-{os.urandom(2).hex()}")
+        archive = write_docker_archive(os.path.join(workdir, "image.tar"), blobs, session.image, config)
+        ctx.sandbox.defer(f"docker rmi {session.image}", lambda: quiet([client, "rmi", "-f", session.image], env))
+        session.run("load", "-i", archive, what="docker load")
+        return session
+
+    def run(self, *args: str, what: str) -> str:
+        """A docker command against this daemon; a failure is ApplyRefused with docker's words."""
+        return run_tool([self.client, *args], what=what, env=self.env)
+
+    def create(self) -> Mapping[str, Any]:
+        """`docker create` (never started) of the image; the container's GraphDriver."""
+        self.ctx.sandbox.defer(f"docker rm {self.name}", lambda: quiet([self.client, "rm", "-f", self.name], self.env))
+        self.run("create", "--name", self.name, "--network", "none", self.image, what="docker create")
+        graph: Mapping[str, Any] = json.loads(self.run("inspect", "--format", "{{json .GraphDriver}}", self.name,
+                                                       what="docker inspect"))
+        return graph
+
+    def rootfs(self, blobs: Sequence[LayerBlob], rootfs: str) -> str:
+        """What `docker start` would mount for a container of the image, copied to rootfs.
+
+        `docker export` would be simpler but it writes no xattrs at all, so it shows less than a
+        container sees; instead the container's own overlay (GraphDriver LowerDir, UpperDir) is
+        mounted read-only in the sandbox, stacked as the daemon stacks it, and copied out.
+        """
+        graph = self.create()
+        # The mount point sits outside rootfs's parent: the hostile checks watch it for any change.
+        copy_overlay(self.ctx, graph, self.ctx.sandbox.path(f"docker-view-{os.urandom(3).hex()}"), rootfs)
+        prune_engine_additions(rootfs, blobs)
+        return rootfs
+
+
+class DockerApplier:
+    """docker load of a docker-archive, docker create, and the container's overlay read back."""
 
     name: ClassVar[str] = "docker"
 
@@ -315,22 +361,9 @@ class DockerApplier:
         self.ctx = ctx
 
     def apply(self, blobs: Sequence[LayerBlob], workdir: str, config: Mapping[str, Any] | None = None) -> str:
-        """Load, create (never start), mount its layers, copy into workdir/rootfs; all removed after."""
-        client, env = docker_cli()
-        name = f"{os.path.basename(self.ctx.sandbox.root).lower()}-{os.urandom(2).hex()}"  # one per apply
-        image = f"{name}:{TAG}"
-        archive = write_docker_archive(os.path.join(workdir, "image.tar"), blobs, image, config)
-        self.ctx.sandbox.defer(f"docker rmi {image}", lambda: quiet([client, "rmi", "-f", image], env))
-        run_tool([client, "load", "-i", archive], what="docker load", env=env)
-        self.ctx.sandbox.defer(f"docker rm {name}", lambda: quiet([client, "rm", "-f", name], env))
-        run_tool([client, "create", "--name", name, "--network", "none", image], what="docker create", env=env)
-        graph = json.loads(run_tool([client, "inspect", "--format", "{{json .GraphDriver}}", name],
-                                    what="docker inspect", env=env))
-        rootfs = os.path.join(workdir, "rootfs")
-        # The mount point sits outside workdir: the hostile checks watch workdir for anything changing.
-        copy_overlay(self.ctx, graph, self.ctx.sandbox.path(f"docker-view-{os.urandom(3).hex()}"), rootfs)
-        prune_engine_additions(rootfs, blobs)
-        return rootfs
+        """Load, create (never start), copy the container's filesystem into workdir/rootfs."""
+        session = DockerSession.load(self.ctx, blobs, workdir, config)
+        return session.rootfs(blobs, os.path.join(workdir, "rootfs"))
 
 
 def copy_overlay(ctx: Context, graph: Mapping[str, Any], view: str, rootfs: str) -> None:
@@ -358,6 +391,36 @@ def quiet(argv: list[str], env: Mapping[str, str] | None = None) -> None:
     subprocess.run(argv, capture_output=True, timeout=TOOL_TIMEOUT, check=False, env={**os.environ, **(env or {})})
 
 
+@dataclass(frozen=True)
+class PodmanSession:
+    """An image pulled into a podman store private to the sandbox (removed with it)."""
+
+    ctx: Context
+    argv: list[str]
+    image_id: str
+
+    @classmethod
+    def pull(cls, ctx: Context, layout: str, workdir: str) -> PodmanSession:
+        """`podman pull oci:<layout>:TAG` into a store under workdir."""
+        if shutil.which("podman") is None:
+            raise NotApplicable("podman is not installed on this host")
+        argv = podman_argv(workdir)
+        ctx.sandbox.defer("podman system reset", lambda: quiet([*argv, "system", "reset", "--force"]))
+        image_id = run_tool([*argv, "pull", "-q", f"oci:{layout}:{TAG}"], what="podman pull").strip()
+        return cls(ctx, argv, image_id)
+
+    def run(self, *args: str, what: str) -> str:
+        """A podman command on this store; a failure is ApplyRefused with podman's words."""
+        return run_tool([*self.argv, *args], what=what)
+
+    def rootfs(self, rootfs: str) -> str:
+        """`podman create` (never started) and `podman export` of it into rootfs (podman keeps xattrs)."""
+        name = os.path.basename(self.ctx.sandbox.root).lower()
+        self.run("create", "--name", name, "--network", "none", self.image_id, what="podman create")
+        untar([*self.argv, "export", name], rootfs)
+        return rootfs
+
+
 class PodmanApplier:
     """podman pull from an OCI layout into a private store, podman create, podman export.
 
@@ -379,17 +442,7 @@ class PodmanApplier:
 
     def read(self, layout: str, workdir: str) -> str:
         """Pull the layout's image TAG, create a container of it and export it; the exported rootfs."""
-        if shutil.which("podman") is None:
-            raise NotApplicable("podman is not installed on this host")
-        podman = podman_argv(workdir)
-        self.ctx.sandbox.defer("podman system reset", lambda: quiet([*podman, "system", "reset", "--force"]))
-        name = os.path.basename(self.ctx.sandbox.root).lower()
-        run_tool([*podman, "pull", "-q", f"oci:{layout}:{TAG}"], what="podman pull")
-        run_tool([*podman, "create", "--name", name, "--network", "none", f"oci:{layout}:{TAG}"],
-                 what="podman create")
-        rootfs = os.path.join(workdir, "rootfs")
-        untar([*podman, "export", name], rootfs)
-        return rootfs
+        return PodmanSession.pull(self.ctx, layout, workdir).rootfs(os.path.join(workdir, "rootfs"))
 
 
 def podman_argv(workdir: str) -> list[str]:

@@ -20,7 +20,18 @@ import tarfile
 from typing import Any
 
 from conformance.probe.actions import Context, NotApplicable, action
-from conformance.probe.appliers import ApplyRefused, LayerBlob, applier_for, reader_for
+from conformance.probe.appliers import (
+    TAG,
+    ApplyRefused,
+    DockerSession,
+    LayerBlob,
+    PodmanSession,
+    applier_for,
+    prune_engine_additions,
+    reader_for,
+    run_tool,
+    write_layout,
+)
 
 JsonDict = dict[str, Any]
 
@@ -253,7 +264,6 @@ def apply_image(params: JsonDict, ctx: Context) -> JsonDict:
             result.update(error=exc.message)
         result["tree"] = read_tree(rootfs) if os.path.isdir(rootfs) else {}
         return result
-    from conformance.probe.appliers import write_layout  # noqa: PLC0415
 
     layout = write_layout(ctx.sandbox.path("layout"), blobs, {"rootfs": rootfs_doc})
     rootfs = _fresh_dir(ctx, "rootfs")
@@ -270,7 +280,6 @@ def _tool_layout(ctx: Context, content: bytes, *, size_delta: int = 0) -> tuple[
 
     Returns the layout's path and the layer blob's path (to corrupt it in place).
     """
-    from conformance.probe.appliers import TAG  # noqa: PLC0415
     from conformance.ref.layout import Layout  # noqa: PLC0415
     from conformance.ref.oci import Descriptor  # noqa: PLC0415
 
@@ -406,22 +415,12 @@ def _read_docker_archive(path: str) -> JsonDict:
 @action("layers.copy")
 def copy_image(params: JsonDict, ctx: Context) -> JsonDict:
     """Copy an image as the implementation copies images; what the copy says and holds."""
-    from conformance.probe.appliers import (  # noqa: PLC0415
-        TAG,
-        docker_cli,
-        podman_argv,
-        quiet,
-        run_tool,
-        write_docker_archive,
-    )
-    from conformance.probe.appliers import write_layout as write_image  # noqa: PLC0415
-
     tars = [build_tar(entries) for entries in params["layers"]]
     blobs = [LayerBlob(tar, LAYER_TAR) if n == 0 else LayerBlob(gzip.compress(tar, mtime=0), LAYER_GZIP)
              for n, tar in enumerate(tars)]
     original = {"diff_ids": [f"sha256:{hashlib.sha256(tar).hexdigest()}" for tar in tars]}
     work = _fresh_dir(ctx, "work")
-    source = write_image(os.path.join(work, "source"), blobs)
+    source = write_layout(os.path.join(work, "source"), blobs)
     copy = os.path.join(work, "copy")
     try:
         if ctx.implementation == "ref":
@@ -437,19 +436,12 @@ def copy_image(params: JsonDict, ctx: Context) -> JsonDict:
                      what="skopeo copy from docker-archive")
             seen = _read_layout_copy(copy, TAG)
         elif ctx.implementation == "docker":
-            client, env = docker_cli()
-            image = f"{os.path.basename(ctx.sandbox.root).lower()}:{TAG}"
-            archive = write_docker_archive(os.path.join(work, "image.tar"), blobs, image)
-            ctx.sandbox.defer(f"docker rmi {image}", lambda: quiet([client, "rmi", "-f", image], env))
-            run_tool([client, "load", "-i", archive], what="docker load", env=env)
-            saved = os.path.join(work, "saved.tar")
-            run_tool([client, "save", "-o", saved, image], what="docker save", env=env)
-            seen = _read_docker_archive(saved)
+            docker = DockerSession.load(ctx, blobs, work)
+            docker.run("save", "-o", os.path.join(work, "saved.tar"), docker.image, what="docker save")
+            seen = _read_docker_archive(os.path.join(work, "saved.tar"))
         elif ctx.implementation == "podman":
-            podman = podman_argv(work)
-            ctx.sandbox.defer("podman system reset", lambda: quiet([*podman, "system", "reset", "--force"]))
-            image_id = run_tool([*podman, "pull", "-q", f"oci:{source}:{TAG}"], what="podman pull").strip()
-            run_tool([*podman, "push", "-q", image_id, f"oci:{copy}:{TAG}"], what="podman push")
+            podman = PodmanSession.pull(ctx, source, work)
+            podman.run("push", "-q", podman.image_id, f"oci:{copy}:{TAG}", what="podman push")
             seen = _read_layout_copy(copy, TAG)
         else:
             raise NotApplicable(f"{ctx.implementation} does not copy images")
@@ -461,9 +453,6 @@ def copy_image(params: JsonDict, ctx: Context) -> JsonDict:
 @action("layers.stored")
 def stored_layers(params: JsonDict, ctx: Context) -> JsonDict:
     """Store an image as the implementation stores images for overlay mounts; each layer directory's tree."""
-    from conformance.probe.appliers import TAG, docker_cli, podman_argv, quiet, run_tool, write_docker_archive  # noqa: PLC0415
-    from conformance.probe.appliers import write_layout as write_image  # noqa: PLC0415
-
     blobs = [LayerBlob(build_tar(entries), LAYER_TAR) for entries in params["layers"]]
     work = _fresh_dir(ctx, "work")
     try:
@@ -472,23 +461,15 @@ def stored_layers(params: JsonDict, ctx: Context) -> JsonDict:
 
             store = Store(os.path.join(work, "conformance-store"), faults=_faults(ctx))
             ctx.sandbox.defer("remove the ref store", store.remove)
-            image = store.unpack(write_image(os.path.join(work, "layout"), blobs), TAG)
+            image = store.unpack(write_layout(os.path.join(work, "layout"), blobs), TAG)
             dirs = [str(layer.path) for layer in image.layers]
         elif ctx.implementation == "docker":
-            client, env = docker_cli()
-            name = f"{os.path.basename(ctx.sandbox.root).lower()}:{TAG}"
-            archive = write_docker_archive(os.path.join(work, "image.tar"), blobs, name)
-            ctx.sandbox.defer(f"docker rmi {name}", lambda: quiet([client, "rmi", "-f", name], env))
-            run_tool([client, "load", "-i", archive], what="docker load", env=env)
-            graph = json.loads(run_tool([client, "image", "inspect", "--format", "{{json .GraphDriver}}", name],
-                                        what="docker image inspect", env=env))
-            dirs = _graph_driver_dirs(graph)
+            docker = DockerSession.load(ctx, blobs, work)
+            dirs = _graph_driver_dirs(json.loads(docker.run("image", "inspect", "--format", "{{json .GraphDriver}}",
+                                                            docker.image, what="docker image inspect")))
         elif ctx.implementation == "podman":
-            podman = podman_argv(work)
-            ctx.sandbox.defer("podman system reset", lambda: quiet([*podman, "system", "reset", "--force"]))
-            layout = write_image(os.path.join(work, "layout"), blobs)
-            image_id = run_tool([*podman, "pull", "-q", f"oci:{layout}:{TAG}"], what="podman pull").strip()
-            [inspected] = json.loads(run_tool([*podman, "image", "inspect", image_id], what="podman image inspect"))
+            podman = PodmanSession.pull(ctx, write_layout(os.path.join(work, "layout"), blobs), work)
+            [inspected] = json.loads(podman.run("image", "inspect", podman.image_id, what="podman image inspect"))
             dirs = _graph_driver_dirs(inspected["GraphDriver"])
         else:
             raise NotApplicable(f"{ctx.implementation} keeps no per-layer directories for overlay mounts")
@@ -542,22 +523,10 @@ def flatten(params: JsonDict, ctx: Context) -> JsonDict:
     Both trees come from the implementation: the container's view (an export, an unpack, a mounted
     overlay) and the layers it keeps or saves for that image, which the reference then applies in order.
     """
-    from conformance.probe.appliers import (  # noqa: PLC0415
-        TAG,
-        docker_cli,
-        podman_argv,
-        prune_engine_additions,
-        quiet,
-        run_tool,
-        untar,
-        write_docker_archive,
-    )
-    from conformance.probe.appliers import write_layout as write_image  # noqa: PLC0415
-
     blobs = [LayerBlob(build_tar(entries), LAYER_TAR) for entries in params["layers"]]
     work = _fresh_dir(ctx, "work")
     view = os.path.join(work, "view")
-    layout = write_image(os.path.join(work, "layout"), blobs)
+    layout = write_layout(os.path.join(work, "layout"), blobs)
     try:
         if ctx.implementation == "ref":  # the store's overlay mount against apply_image
             from conformance.ref.store import Store  # noqa: PLC0415
@@ -571,33 +540,21 @@ def flatten(params: JsonDict, ctx: Context) -> JsonDict:
             view = applier_for(ctx).apply(blobs, work)
             stored = _layout_layers(layout, TAG)
         elif ctx.implementation == "docker":
-            client, env = docker_cli()
-            name = os.path.basename(ctx.sandbox.root).lower()
-            image = f"{name}:{TAG}"
-            archive = write_docker_archive(os.path.join(work, "image.tar"), blobs, image)
-            ctx.sandbox.defer(f"docker rmi {image}", lambda: quiet([client, "rmi", "-f", image], env))
-            run_tool([client, "load", "-i", archive], what="docker load", env=env)
-            ctx.sandbox.defer(f"docker rm {name}", lambda: quiet([client, "rm", "-f", name], env))
-            run_tool([client, "create", "--name", name, "--network", "none", image], what="docker create", env=env)
-            untar([client, "export", name], view, env=env)
-            saved = os.path.join(work, "saved.tar")
-            run_tool([client, "save", "-o", saved, image], what="docker save", env=env)
-            stored = _archive_layers(saved)
+            docker = DockerSession.load(ctx, blobs, work)
+            docker.run("save", "-o", os.path.join(work, "saved.tar"), docker.image, what="docker save")
+            stored = _archive_layers(os.path.join(work, "saved.tar"))
+            view = docker.rootfs(stored, view)
         elif ctx.implementation == "podman":
-            podman = podman_argv(work)
-            ctx.sandbox.defer("podman system reset", lambda: quiet([*podman, "system", "reset", "--force"]))
-            image_id = run_tool([*podman, "pull", "-q", f"oci:{layout}:{TAG}"], what="podman pull").strip()
-            name = os.path.basename(ctx.sandbox.root).lower()
-            run_tool([*podman, "create", "--name", name, "--network", "none", image_id], what="podman create")
-            untar([*podman, "export", name], view)
+            podman = PodmanSession.pull(ctx, layout, work)
+            podman.rootfs(view)
             pushed = os.path.join(work, "pushed")
-            run_tool([*podman, "push", "-q", image_id, f"oci:{pushed}:{TAG}"], what="podman push")
+            podman.run("push", "-q", podman.image_id, f"oci:{pushed}:{TAG}", what="podman push")
             stored = _layout_layers(pushed, TAG)
         else:
             raise NotApplicable(f"{ctx.implementation} gives containers no filesystem")
     except ApplyRefused as exc:
         return {"error": exc.message}
-    if ctx.implementation in ("docker", "podman"):
+    if ctx.implementation == "podman":
         prune_engine_additions(view, stored)
     oracle = os.path.join(work, "oracle")
     _apply_with_ref(stored, oracle)
