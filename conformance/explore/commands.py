@@ -7,6 +7,7 @@ cli.py calls `add_parser(sub)` to put the group in and dispatches to `run(args)`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +21,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("inspect", help="an image's layers, config and (with a container) its overlay",
-                            description="IMAGE is an OCI image layout directory, with :tag to pick one of its "
-                                        "images (path[:tag]).")
+                            description="IMAGE is an OCI image layout directory, or a `docker save` / "
+                                        "`podman save` archive, with :tag to pick one of its images (path[:tag]).")
     parser.add_argument("image", metavar="IMAGE")
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--container", metavar="NAME",
@@ -71,7 +72,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from conformance.explore import inspect, svg  # noqa: PLC0415
 
     path, ref = inspect.parse_image(args.image)
-    info = inspect.inspect_image(path, ref)
+    if path.is_file():  # `docker save` or `podman save` output: read through a temporary layout
+        from conformance.ref.archives import archive_as_layout  # noqa: PLC0415
+
+        with archive_as_layout(path, ref) as (layout, name):
+            info = dataclasses.replace(inspect.inspect_image(layout, name), source=str(path))
+    else:
+        info = inspect.inspect_image(path, ref)
     if args.container:
         info = inspect.with_container(info, args.store, args.container)
     elif args.upper:

@@ -152,9 +152,16 @@ def size(count: int) -> str:
 
 
 def parse_image(spec: str) -> tuple[Path, str | None]:
-    """`path[:tag]`: a directory that exists is taken whole, so a path with a colon still works."""
-    if os.path.isdir(spec) or ":" not in spec:
+    """Split `path[:tag]`.
+
+    The shortest prefix before a colon that exists is the path, so tags may hold colons (a docker
+    archive's `name:1`), and a path that exists whole is taken whole.
+    """
+    if os.path.exists(spec) or ":" not in spec:
         return Path(spec), None
+    for at in (n for n, char in enumerate(spec) if char == ":"):
+        if os.path.exists(spec[:at]):
+            return Path(spec[:at]), spec[at + 1:] or None
     path, tag = spec.rsplit(":", 1)
     return Path(path), tag or None
 

@@ -373,7 +373,10 @@ def copy_overlay(ctx: Context, graph: Mapping[str, Any], view: str, rootfs: str)
     data = graph.get("Data") or {}
     if graph.get("Name") not in ("overlay2", "overlay") or not data.get("UpperDir"):
         raise NotApplicable(f"the storage driver is {graph.get('Name')!r}, not overlay")
-    lowers = ":".join(filter(None, [data["UpperDir"], data.get("LowerDir")]))
+    # Docker's "<id>-init" layer holds empty /etc/hosts, /etc/resolv.conf... that it bind-mounts over at
+    # start; it is the engine's, not the image's, and would shadow the image's own files of those names.
+    lowers = ":".join(path for path in [data["UpperDir"], *(data.get("LowerDir") or "").split(":")]
+                      if path and not path.endswith("-init/diff"))
     os.mkdir(view)
     syscalls.mount("overlay", view, "overlay", syscalls.MS_RDONLY, f"lowerdir={lowers}")
     try:

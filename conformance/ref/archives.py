@@ -22,7 +22,8 @@ from pathlib import PurePosixPath
 
 from conformance.ref.errors import LayoutError
 from conformance.ref.layers import ApplyOptions, ApplyStats, apply_layer
-from conformance.ref.oci import LAYER_TAR, ImageConfig, loads_strict
+from conformance.ref.layout import Layout, write_layout
+from conformance.ref.oci import CONFIG, LAYER_TAR, MANIFEST, REF_NAME, Descriptor, ImageConfig, Manifest, loads_strict
 
 MAX_JSON = 4 << 20  # manifest.json and configs are small; a bigger one is not an image
 
@@ -142,3 +143,41 @@ def docker_archive_tags(path: str | os.PathLike[str]) -> list[str]:
 def config_json(image: ArchivedImage) -> str:
     """The image's config as JSON text (for inspect)."""
     return json.dumps(dict(image.config.document), indent=2, sort_keys=True)
+
+
+@contextmanager
+def archive_as_layout(path: str | os.PathLike[str], tag: str | None = None) -> Iterator[tuple[str, str | None]]:
+    """A docker-archive or OCI archive as a temporary OCI layout: (its directory, the ref name to ask for).
+
+    A docker-archive's image is rewritten blob for blob (layer tars as uncompressed layers, whose digest
+    is their DiffID; the config as it was), so that everything that reads layouts reads it too.
+    """
+    if not is_docker_archive(path):
+        with oci_archive(path) as unpacked:
+            yield unpacked, tag
+        return
+    images = read_docker_archive(path)
+    chosen = [i for i in images if tag is None or tag in i.tags]
+    if len(chosen) != 1:
+        raise LayoutError(f"{path}: {len(chosen)} images match {tag or 'no tag'}; tags: "
+                          f"{sorted(t for i in images for t in i.tags)}")
+    image = chosen[0]
+    temp = tempfile.mkdtemp(prefix="conformance-docker-archive-")
+    try:
+        layout = Layout.create(temp)
+        with tarfile.open(path) as archive:
+            manifest = loads_strict(_member(archive, "manifest.json", MAX_JSON), f"{path}: manifest.json")
+            entry = next(e for e in manifest if tuple(e.get("RepoTags") or ()) == image.tags)
+            config = layout.add_blob(_member(archive, entry["Config"], MAX_JSON), CONFIG)
+            layers = []
+            for name, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
+                descriptor = layout.add_blob(_member(archive, name), LAYER_TAR)
+                if descriptor.digest != diff_id:
+                    raise LayoutError(f"{path}: layer {name} hashes to {descriptor.digest}, not its DiffID {diff_id}")
+                layers.append(descriptor)
+        written = layout.add_json(Manifest(config, tuple(layers)).to_json(), MANIFEST)
+        name = tag or (image.tags[0] if image.tags else "latest")
+        write_layout(temp, [Descriptor(written.media_type, written.digest, written.size, {REF_NAME: name})])
+        yield temp, name
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

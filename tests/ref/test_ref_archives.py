@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +17,20 @@ from trees import ROOT, snapshot
 
 from conformance.probe.actions import NotApplicable
 from conformance.probe.appliers import LayerBlob, docker_cli, podman_argv, prune_engine_additions, untar
-from conformance.ref.archives import apply_docker_archive, is_docker_archive, oci_archive, read_docker_archive
+from conformance.ref.archives import (
+    apply_docker_archive,
+    archive_as_layout,
+    is_docker_archive,
+    oci_archive,
+    read_docker_archive,
+)
 from conformance.ref.errors import LayoutError
 from conformance.ref.image import apply_image
 from conformance.ref.layout import Layout
 from conformance.ref.oci import LAYER_TAR
 
 BUSYBOX = shutil.which("busybox")
+SUFFIX = os.urandom(3).hex()  # image and container names of this test run
 pytestmark = [pytest.mark.skipif(not (ROOT and BUSYBOX), reason="needs root and busybox-static")]
 
 DOCKERFILE = """\
@@ -31,7 +39,7 @@ COPY busybox /bin/busybox
 COPY etc /etc
 RUN ["/bin/busybox", "rm", "-r", "/etc/motd", "/etc/sub"]
 RUN ["/bin/busybox", "mkdir", "/etc/sub"]
-RUN ["/bin/busybox", "chmod", "600", "/etc/hosts"]
+RUN ["/bin/busybox", "chmod", "600", "/etc/conf"]
 """
 
 
@@ -39,7 +47,7 @@ def _context(path: Path) -> Path:
     path.mkdir()
     shutil.copy2(BUSYBOX or "", path / "busybox")
     (path / "etc" / "sub").mkdir(parents=True)
-    (path / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (path / "etc" / "conf").write_text("setting=1\n")
     (path / "etc" / "motd").write_text("welcome\n")
     (path / "etc" / "sub" / "a").write_text("a")
     (path / "Dockerfile").write_text(DOCKERFILE)
@@ -82,8 +90,8 @@ def docker() -> Iterator[tuple[str, dict[str, str]]]:
 
 def test_docker_save_applied_by_ref_equals_docker_export(docker: tuple[str, dict[str, str]], scratch: Path) -> None:
     client, env = docker
-    tag = f"conformance-archives-{scratch.name.lower()}:1"
-    name = f"conformance-archives-{scratch.name.lower()}"
+    tag = f"conformance-archives-{SUFFIX}:1"
+    name = f"conformance-archives-{SUFFIX}"
     context = _context(scratch / "context")
     try:
         _run([client, "build", "--network", "none", "-q", "-t", tag, str(context)], {**env, "DOCKER_BUILDKIT": "0"})
@@ -101,13 +109,21 @@ def test_docker_save_applied_by_ref_equals_docker_export(docker: tuple[str, dict
     applied = snapshot(scratch / "rootfs")
     assert "etc/motd" not in applied and "etc/sub/a" not in applied and "etc/sub" in applied
     assert _comparable(applied) == _comparable(exported)
+    with archive_as_layout(scratch / "saved.tar", tag) as (layout, name):  # the same image as an OCI layout
+        (scratch / "via-layout").mkdir()
+        apply_image(layout, name, scratch / "via-layout")
+    assert _comparable(snapshot(scratch / "via-layout")) == _comparable(applied)
+    shown = subprocess.run([sys.executable, "-m", "conformance", "ref", "inspect", f"{scratch / 'saved.tar'}:{tag}"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{scratch / 'saved.tar'}:{tag}" in shown.stdout and "rm -r /etc/motd /etc/sub" in shown.stdout
 
 
 def test_docker_archive_with_a_wrong_layer_is_refused_before_applying(docker: tuple[str, dict[str, str]],
                                                                       scratch: Path) -> None:
     """A layer member that does not hash to its DiffID: nothing is applied, the error names the member."""
     client, env = docker
-    tag = f"conformance-archives-{scratch.name.lower()}:2"
+    tag = f"conformance-archives-{SUFFIX}:2"
     context = _context(scratch / "context")
     (context / "Dockerfile").write_text("FROM scratch\nCOPY etc /etc\n")
     try:
