@@ -42,6 +42,8 @@ FAULTS: dict[str, str] = {
     "LAYER-STORE-001": "stores whiteouts as .wh. files instead of 0/0 devices (whiteouts-as-files)",
     "LAYER-SAFE-002": "lets the kernel follow symlinked parent directories, out of the rootfs too (follow-symlinks)",
     "OCI-MANIFEST-002": "stacks the store's lower dirs base on top when mounting a container (lowers-bottom-first)",
+    "LAYER-BUILD-001": "puts the whole tree in each build step's layer, not the step's changes (snapshot-layers)",
+    "OCI-CONFIG-005": "records metadata steps as if they made a layer (history-without-empty-layer)",
 }
 
 

@@ -46,7 +46,30 @@ def _add_layer(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     show.set_defaults(handler=cmd_layer_show)
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_inspect, _add_layer]
+DEFAULT_CACHE = "/var/tmp/conformance-build-cache"
+
+
+def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("build", help="build a Containerfile (FROM scratch or a local image) into an OCI layout",
+                            description="Supports FROM (scratch, oci:, oci-archive:, docker-archive:), COPY, ADD "
+                                        "(local tars are extracted), ENV, WORKDIR, USER, LABEL, CMD, ENTRYPOINT. "
+                                        "RUN needs the runtime and is refused.")
+    parser.add_argument("context", type=Path, help="the build context directory")
+    parser.add_argument("-f", "--file", type=Path, help="the Containerfile (default: CONTEXT/Containerfile, "
+                                                        "else CONTEXT/Dockerfile)")
+    parser.add_argument("-t", "--tag", required=True, metavar="LAYOUT:TAG",
+                        help="where to write the image: an OCI layout directory (made if missing) and a tag")
+    parser.add_argument("--cache", type=Path, default=Path(DEFAULT_CACHE),
+                        help=f"the build cache (default {DEFAULT_CACHE})")
+    parser.add_argument("--no-cache", action="store_true", help="build every step again, and store nothing")
+    parser.add_argument("--compression", choices=("gzip", "none", "zstd"), default="gzip")
+    parser.add_argument("--source-date-epoch", type=int, default=0, metavar="SECONDS",
+                        help="the time every file and history entry gets (default 0: reproducible)")
+    parser.set_defaults(handler=cmd_build)
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_inspect, _add_layer, _add_build]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -100,4 +123,24 @@ def cmd_layer_show(args: argparse.Namespace) -> int:
 
     layer = show.load_layer(args.layer)
     print(show.render_json(layer) if args.json else show.render_text(layer), end="\n" if args.json else "")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build, then say what each step made and whether the cache had it."""
+    from conformance.ref.build import build_image  # noqa: PLC0415
+
+    layout, sep, tag = str(args.tag).rpartition(":")
+    if not sep or not layout or not tag:
+        print(f"conformance ref build: --tag must be LAYOUT:TAG, not {args.tag!r}", file=sys.stderr)
+        return 2
+    containerfile = args.file or next((args.context / name for name in ("Containerfile", "Dockerfile")
+                                       if (args.context / name).is_file()), args.context / "Containerfile")
+    result = build_image(containerfile, args.context, layout, tag, cache=None if args.no_cache else args.cache,
+                         source_date_epoch=args.source_date_epoch, compression=args.compression)
+    for step in result.steps:
+        made = (f"layer {step.layer.diff_id[:19]}  {step.layer.file_count:>4} entries" if step.layer
+                else "no layer (config only)")
+        print(f"{'cached' if step.cached else 'built ':6}  line {step.line:<3} {made:44}  {step.instruction}")
+    print(f"{layout}:{tag}  manifest {result.manifest_digest}")
     return 0

@@ -28,6 +28,7 @@ from conformance.probe.appliers import (
     PodmanSession,
     applier_for,
     prune_engine_additions,
+    quiet,
     reader_for,
     run_tool,
     write_layout,
@@ -62,6 +63,8 @@ FAULT_BEHAVIOURS: dict[str, str] = {
     "LAYER-STORE-001": "whiteouts-as-files",
     "LAYER-SAFE-002": "follow-symlinks",
     "OCI-MANIFEST-002": "lowers-bottom-first",
+    "LAYER-BUILD-001": "snapshot-layers",
+    "OCI-CONFIG-005": "history-without-empty-layer",
 }
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # conformance.ref.oci.LAYER_TAR, without importing ref
@@ -559,3 +562,108 @@ def flatten(params: JsonDict, ctx: Context) -> JsonDict:
     oracle = os.path.join(work, "oracle")
     _apply_with_ref(stored, oracle)
     return {"view": read_tree(view), "applied": read_tree(oracle), "layers": len(stored)}
+
+
+def _normal(name: str) -> str:
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    return "/".join(parts)
+
+
+def _layer_entries(blob: LayerBlob) -> dict[str, JsonDict]:
+    """A layer's entries as plain data: name -> type, mode, owner, content or link target."""
+    data = blob.data
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    entries: dict[str, JsonDict] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            entry: JsonDict = {"type": "dir" if member.isdir() else "file" if member.isfile() else
+                               "symlink" if member.issym() else "hardlink" if member.islnk() else "other",
+                               "mode": member.mode & 0o7777, "uid": member.uid, "gid": member.gid}
+            if member.isfile():
+                handle = tar.extractfile(member)
+                entry["content"] = handle.read().decode(errors="replace") if handle else ""
+            elif member.issym() or member.islnk():
+                entry["target"] = member.linkname
+            entries[_normal(member.name)] = entry
+    return entries
+
+
+def _write_context(path: str, files: JsonDict) -> None:
+    """The build context: path -> {content, mode} for a file, {tar: [entries]} for a tar to ADD."""
+    os.makedirs(path)
+    for name, spec in files.items():
+        full = os.path.join(path, name)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as handle:
+            handle.write(build_tar(spec["tar"]) if "tar" in spec else spec.get("content", "").encode())
+        os.chmod(full, spec.get("mode", 0o644))
+
+
+@action("layers.build")
+def build(params: JsonDict, ctx: Context) -> JsonDict:
+    """Build a Containerfile FROM a local base image as the implementation builds; the image's layers and history."""
+    base = [LayerBlob(build_tar(entries), LAYER_TAR) for entries in params["base"]]
+    work = _fresh_dir(ctx, "work")
+    context = os.path.join(work, "context")
+    _write_context(context, params["context"])
+    try:
+        if ctx.implementation == "ref":
+            from conformance.ref.build import build_image  # noqa: PLC0415
+
+            source = write_layout(os.path.join(work, "base"), base)
+            with open(os.path.join(work, "Containerfile"), "w", encoding="utf-8") as handle:
+                handle.write(params["containerfile"].replace("{base}", f"oci:{source}:{TAG}"))
+            build_image(os.path.join(work, "Containerfile"), context, os.path.join(work, "built"), TAG,
+                        faults=_faults(ctx))
+            image = _image_parts(os.path.join(work, "built"), TAG)
+        elif ctx.implementation == "docker":
+            docker = DockerSession.load(ctx, base, work)
+            built = f"{docker.name}-built:{TAG}"
+            with open(os.path.join(context, "Dockerfile"), "w", encoding="utf-8") as handle:
+                handle.write(params["containerfile"].replace("{base}", docker.image))
+            ctx.sandbox.defer(f"docker rmi {built}", lambda: quiet([docker.client, "rmi", "-f", built], docker.env))
+            run_tool([docker.client, "build", "-q", "--network", "none", "-t", built, context], what="docker build",
+                     env={**docker.env, "DOCKER_BUILDKIT": "0"})  # the classic builder: BuildKit needs buildx here
+            docker.run("save", "-o", os.path.join(work, "saved.tar"), built, what="docker save")
+            image = _archive_parts(os.path.join(work, "saved.tar"))
+        elif ctx.implementation == "podman":
+            podman = PodmanSession.pull(ctx, write_layout(os.path.join(work, "base"), base), work)
+            podman.run("tag", podman.image_id, f"localhost/conformance-base:{TAG}", what="podman tag")
+            with open(os.path.join(context, "Containerfile"), "w", encoding="utf-8") as handle:
+                handle.write(params["containerfile"].replace("{base}", f"localhost/conformance-base:{TAG}"))
+            podman.run("build", "-q", "--pull=never", "--network", "none", "-t", f"localhost/conformance-built:{TAG}",
+                       context, what="podman build")
+            podman.run("push", "-q", f"localhost/conformance-built:{TAG}", f"oci:{work}/pushed:{TAG}",
+                       what="podman push")
+            image = _image_parts(os.path.join(work, "pushed"), TAG)
+        else:
+            raise NotApplicable(f"{ctx.implementation} does not build images from a Containerfile")
+    except ApplyRefused as exc:
+        return {"error": exc.message}
+    return {**image, "base_layers": len(base)}
+
+
+def _image_parts(path: str, ref: str) -> JsonDict:
+    """Layers (as entries), DiffIDs and history of the image in an OCI layout."""
+    from conformance.ref.layout import Layout  # noqa: PLC0415
+
+    layout = Layout(path)
+    manifest = layout.manifest(layout.resolve(ref))
+    config = layout.config(manifest)
+    layers = [_layer_entries(LayerBlob(layout.read_blob(layer, limit=1 << 30), layer.media_type))
+              for layer in manifest.layers]
+    history = [{"created_by": step.created_by, "empty_layer": step.empty_layer} for step in config.history]
+    return {"layers": layers, "diff_ids": list(config.diff_ids), "history": history}
+
+
+def _archive_parts(path: str) -> JsonDict:
+    """Layers (as entries), DiffIDs and history of the image in a `docker save` archive."""
+    with tarfile.open(path) as archive:
+        [entry] = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = json.loads(archive.extractfile(entry["Config"]).read())  # type: ignore[union-attr]
+        layers = [_layer_entries(LayerBlob(archive.extractfile(name).read(), LAYER_TAR))  # type: ignore[union-attr]
+                  for name in entry["Layers"]]
+    history = [{"created_by": step.get("created_by"), "empty_layer": bool(step.get("empty_layer"))}
+               for step in config.get("history") or []]
+    return {"layers": layers, "diff_ids": config["rootfs"]["diff_ids"], "history": history}

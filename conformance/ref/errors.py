@@ -51,3 +51,20 @@ class UnsafePathError(RefError):
 
     Raised by tarsafe without knowing the layer; layers.py turns it into a LayerError naming the entry.
     """
+
+
+class BuildError(RefError):
+    """A Containerfile cannot be parsed or built.
+
+    `str()` reads `Containerfile line 3 (RUN make): RUN needs the runtime ...; remove it`: the line and
+    the instruction, then why and what to do. The parts stay available as attributes.
+    """
+
+    def __init__(self, reason: str, *, line: int | None = None, instruction: str | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        self.instruction = instruction
+        where = "Containerfile" if line is None else f"Containerfile line {line}"
+        if instruction is not None:
+            where += f" ({instruction if len(instruction) <= 60 else instruction[:57] + '...'})"
+        super().__init__(f"{where}: {reason}")

@@ -105,3 +105,11 @@ def stored(*layers: list[Entry]) -> Scenario:
 def flatten(*layers: list[Entry]) -> Scenario:
     """The container filesystem an implementation makes of an image, beside its own layers applied by ref."""
     return Scenario("layers.flatten", {"layers": [list(layer) for layer in layers]})
+
+
+def build(base: list[Entry], context: dict[str, Any], containerfile: str) -> Scenario:
+    """Build a Containerfile (FROM {base}, a local image of the base entries) with the given context.
+
+    context: path -> {"content", "mode"} for a file, or {"tar": [entries]} for a tar to ADD.
+    """
+    return Scenario("layers.build", {"base": [list(base)], "context": context, "containerfile": containerfile})

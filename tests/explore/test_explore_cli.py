@@ -48,3 +48,25 @@ def test_a_missing_image_is_a_usage_error_with_a_reason(scratch: Path) -> None:
     done = _cli("inspect", str(scratch / "nothing"))
     assert done.returncode == 2
     assert "not an OCI image layout" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_build_then_rebuild_from_the_cache_then_inspect(scratch: Path) -> None:
+    """`ref build` says what each step made; the second build takes every step from the cache."""
+    context = scratch / "ctx"
+    (context / "app").mkdir(parents=True)
+    (context / "app" / "hello").write_text("hi\n")
+    (context / "Containerfile").write_text('FROM scratch\nCOPY app/ /app/\nENV A=1\nCMD ["/app/hello"]\n')
+    args = ("build", str(context), "-t", f"{scratch / 'out'}:demo", "--cache", str(scratch / "cache"))
+    first, second = _cli(*args), _cli(*args)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "built   line 2" in first.stdout and "no layer (config only)" in first.stdout
+    assert [line.split()[0] for line in second.stdout.splitlines()[:3]] == ["cached"] * 3
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1]  # the same manifest digest
+    shown = _cli("inspect", f"{scratch / 'out'}:demo")
+    assert "COPY app/ /app/" in shown.stdout, shown.stderr
+
+
+def test_build_refuses_run_with_the_line(scratch: Path) -> None:
+    (scratch / "Containerfile").write_text("FROM scratch\nRUN make\n")
+    done = _cli("build", str(scratch), "-t", f"{scratch / 'out'}:x", "--no-cache")
+    assert done.returncode == 2 and "line 2" in done.stderr and "RUN" in done.stderr, done.stderr
