@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,13 @@ def make_scratch() -> Path:
 
 
 def remove_scratch(path: Path) -> None:
-    """rm -rf, first making directories writable (a test may leave read-only ones when not root)."""
+    """rm -rf, first unmounting what a tool left below it (podman's overlay store mounts its own dir)
+    and making directories writable (a test may leave read-only ones when not root)."""
+    below = str(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+        points = [line.split()[4] for line in mountinfo if line.split()[4].startswith(below)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     for dirpath, dirnames, _ in os.walk(path):
         for name in dirnames:
             child = os.path.join(dirpath, name)
