@@ -44,6 +44,15 @@ FAULTS: dict[str, str] = {
     "OCI-MANIFEST-002": "stacks the store's lower dirs base on top when mounting a container (lowers-bottom-first)",
     "LAYER-BUILD-001": "puts the whole tree in each build step's layer, not the step's changes (snapshot-layers)",
     "OCI-CONFIG-005": "records metadata steps as if they made a layer (history-without-empty-layer)",
+    "LAYER-WH-008": "creates the missing parent directory of a whiteout (mkdir-whiteout-parents)",
+    "LAYER-DIR-001": "keeps a lower directory's mode, owner and time under an upper one (dir-keeps-old-attributes)",
+    "LAYER-REPLACE-001": "truncates and rewrites an existing file, through its links (write-in-place)",
+    "LAYER-DEV-001": "leaves device and fifo entries out (skip-devices)",
+    "LAYER-ATTR-002": "never sets modification times (ignore-mtimes)",
+    "LAYER-ATTR-003": "drops extended attributes (ignore-xattrs)",
+    "OCI-MEDIA-001": "reads a gzip layer as if it were an uncompressed tar (gzip-as-tar)",
+    "OCI-MEDIA-002": "refuses zstd layers (no-zstd)",
+    "LAYER-SAFE-003": "takes a layer that cannot be read whole as complete (lenient-reader)",
 }
 
 

@@ -65,6 +65,15 @@ FAULT_BEHAVIOURS: dict[str, str] = {
     "OCI-MANIFEST-002": "lowers-bottom-first",
     "LAYER-BUILD-001": "snapshot-layers",
     "OCI-CONFIG-005": "history-without-empty-layer",
+    "LAYER-WH-008": "mkdir-whiteout-parents",
+    "LAYER-DIR-001": "dir-keeps-old-attributes",
+    "LAYER-REPLACE-001": "write-in-place",
+    "LAYER-DEV-001": "skip-devices",
+    "LAYER-ATTR-002": "ignore-mtimes",
+    "LAYER-ATTR-003": "ignore-xattrs",
+    "OCI-MEDIA-001": "gzip-as-tar",
+    "OCI-MEDIA-002": "no-zstd",
+    "LAYER-SAFE-003": "lenient-reader",
 }
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # conformance.ref.oci.LAYER_TAR, without importing ref

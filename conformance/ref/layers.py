@@ -22,6 +22,14 @@ Containment is tarsafe's job: every directory is reached by fd-walking from the 
 symlink or hardlink can write, delete or link outside it. Sizes are bounded by ApplyOptions.
 
 On an error the rootfs is left part-applied: apply into a fresh directory and throw it away.
+
+Speed (bench/layers_apply.py: 1.7x GNU tar, from 7.5x): tarread parses headers itself (see there why
+not tarfile) and hands out views of the stream that go to os.write uncopied; parent directories come
+from tarsafe's fd cache, not a walk from the root; a node is created first (O_EXCL, mkdir, symlink)
+and only a collision looks at what was there, which is exact for any layer, not only the first one
+into an empty directory, because the kernel checks the name atomically; owner, mode and times are
+set through the fd the data went to; and the DiffID is hashed on another thread (streams.BackgroundHash).
+The system calls per file are GNU tar's: openat, write, fchown, fchmod, utimensat, close.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from conformance.ref.attrs import (
     HOST_XATTRS,
@@ -43,7 +52,7 @@ from conformance.ref.attrs import (
     list_xattrs,
     os_reason,
 )
-from conformance.ref.errors import LayerError, LimitError, UnsafePathError
+from conformance.ref.errors import LayerError, LimitError, RefError, UnsafePathError
 from conformance.ref.oci import LAYER_TAR, layer_compression
 from conformance.ref.streams import CHUNK, HashingReader, Readable, TarStream
 from conformance.ref.tarread import Member, TarReader
@@ -114,12 +123,25 @@ def apply_layer(rootfs: str | os.PathLike[str], layer: bytes | Readable, *, medi
     options = options or ApplyOptions()
     raw = HashingReader(io.BytesIO(layer) if isinstance(layer, (bytes, bytearray)) else layer)
     compression = layer_compression(media_type)
+    if compression == "gzip" and "gzip-as-tar" in options.faults:  # FAULT: the media type's compression ignored
+        compression = "none"
+    if compression == "zstd" and "no-zstd" in options.faults:  # FAULT: zstd layers refused
+        raise LayerError(f"{media_type} is not supported", layer=label)
     try:
         stream = TarStream(raw, compression, options.max_bytes, label)
         try:
             with Root(rootfs, follow_symlinks="follow-symlinks" in options.faults) as root:  # FAULT point
                 applier = _Applier(root, options, label)
-                applier.run(stream)
+                try:
+                    applier.run(stream)
+                except RefError:
+                    if "lenient-reader" not in options.faults:
+                        raise
+                    lenient = True  # FAULT: a layer that cannot be read whole counts as done
+                else:
+                    lenient = False
+            if lenient:
+                return applier.stats(raw.digest(), "sha256:" + "0" * 64, raw.size, 0)
             stream.drain()
         finally:
             stream.close()
@@ -228,7 +250,7 @@ class _Applier:
                 os.symlink(link, name, dir_fd=parent)
             self._owner_at(parent, name, member)
             self._xattrs_at(parent, name, member)
-            os.utime(name, ns=entry_times(member), dir_fd=parent, follow_symlinks=False)
+            self._utime(name, member, dir_fd=parent, follow_symlinks=False)
             self.counts["symlinks"] += 1
         else:
             self._node(parent, name, key, member)
@@ -268,6 +290,9 @@ class _Applier:
                 self.root.remove(parent, name)
                 os.mkdir(name, 0o700, dir_fd=parent)
         path = "/".join(parts)
+        if existed and "dir-keeps-old-attributes" in self.faults:  # FAULT: the lower directory's attributes stay
+            self.counts["directories"] += 1
+            return
         if existed or (self.options.xattrs and member.pax_headers):
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             try:
@@ -289,25 +314,33 @@ class _Applier:
         try:
             fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
         except FileExistsError:
-            self.root.remove(parent, name)
-            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
+            if "write-in-place" in self.faults:  # FAULT: truncate and write what is there (through links too)
+                fd = os.open(name, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, dir_fd=parent)
+            else:
+                self.root.remove(parent, name)
+                fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
         try:
             if member.sparse is None:
-                written = _write_all(fd, reader)
+                written = reader.write_to(fd)
             else:
                 written = _write_sparse(fd, reader, member.sparse)
                 os.ftruncate(fd, member.size)
             self.counts["bytes_written"] += written
-            self._owner_fd(fd, member, member.name)  # chown before chmod: chown clears setuid bits
+            if self.ownership:  # chown before chmod: chown clears setuid bits
+                os.fchown(fd, member.uid, member.gid)
+            else:
+                self._owner_fd(fd, member, member.name)
             if member.pax_headers:
                 self._xattrs_fd(fd, member, member.name, replace=False)
             os.fchmod(fd, (0o644 if "ignore-modes" in self.faults else member.mode) & 0o7777)  # FAULT
-            os.utime(fd, ns=entry_times(member))
+            self._utime(fd, member)
         finally:
             os.close(fd)
         self.counts["files"] += 1
 
     def _node(self, parent: int, name: str, key: str, member: Member) -> None:
+        if "skip-devices" in self.faults:  # FAULT: devices and fifos silently left out
+            return
         if _lstat(parent, name) is not None:  # devices and fifos are rare: look first, as before
             self.root.remove(parent, name)
         if member.isfifo():
@@ -332,7 +365,7 @@ class _Applier:
         self._owner_at(parent, name, member)
         self._xattrs_at(parent, name, member)
         chmod_node(parent, name, member.mode & 0o7777)
-        os.utime(name, ns=entry_times(member), dir_fd=parent, follow_symlinks=False)
+        self._utime(name, member, dir_fd=parent, follow_symlinks=False)
 
     def _hardlink(self, member: Member, parts: tuple[str, ...], key: str) -> None:
         if "drop-hardlinks" in self.faults:  # FAULT: hardlink entries are skipped
@@ -390,7 +423,7 @@ class _Applier:
             named = repr(hidden) if hidden else "nothing"
             raise LayerError(f"whiteout names {named}, not an entry (OCI-WH-002, H-9)")
         self.counts["whiteouts"] += 1
-        directory = self.root.open_dir(parts[:-1], create=False)
+        directory = self.root.open_dir(parts[:-1], create="mkdir-whiteout-parents" in self.faults)  # FAULT point
         if directory is not None and _lstat(directory, hidden) is not None and "ignore-whiteouts" not in self.faults:
             self._remove_lower(directory, hidden, (*parts[:-1], hidden))
 
@@ -435,7 +468,7 @@ class _Applier:
 
     def _xattrs(self, target: int | str, member: Member, path: str, *, replace: bool,
                 follow: bool) -> None:
-        if not self.options.xattrs:
+        if not self.options.xattrs or "ignore-xattrs" in self.faults:  # FAULT point: xattrs dropped
             return
         wanted, refused = entry_xattrs(member)
         if refused:
@@ -459,6 +492,11 @@ class _Applier:
                 raise
             self._note(f"xattr {attribute} not applied ({os.strerror(err.errno)})", path)
 
+    def _utime(self, target: int | str, member: Member, **where: Any) -> None:
+        if "ignore-mtimes" in self.faults:  # FAULT: every entry keeps the time it was written
+            return
+        os.utime(target, ns=entry_times(member), **where)
+
     def _note(self, what: str, path: str) -> None:
         self.notes[what] = self.notes.get(what, 0) + 1
         self.first_noted.setdefault(what, path)
@@ -472,7 +510,7 @@ class _Applier:
                 with _open_directory(self.root, parts) as fd:
                     if fd is not None:
                         os.fchmod(fd, member.mode & 0o7777)
-                        os.utime(fd, ns=entry_times(member))
+                        self._utime(fd, member)
             except (OSError, UnsafePathError) as err:
                 reason = os_reason(err) if isinstance(err, OSError) else str(err)
                 raise LayerError(reason, layer=self.label, entry=member.name) from None
@@ -488,24 +526,13 @@ class _Applier:
 _OTHER_TYPES = frozenset({b"1", b"2", b"3", b"4", b"5", b"6"})
 
 
-def _write_all(fd: int, reader: TarReader) -> int:
-    """Write the entry's data to `fd` as it comes (views of the stream: no copies); returns the bytes."""
-    written = 0
-    for view in reader.chunks():
-        size = len(view)
-        done = os.write(fd, view)
-        while done < size:  # a short write (not on tmpfs or ext4 for a regular file, but allowed)
-            done += os.write(fd, view[done:])
-        written += size
-    return written
-
-
 def _write_sparse(fd: int, reader: TarReader, segments: list[tuple[int, int]]) -> int:
     """Write the data of a sparse entry at its segments' offsets (the holes stay holes); returns the bytes."""
     pending = iter(segments)
     offset, left = 0, 0
     written = 0
-    for view in reader.chunks():
+    for chunk in reader.chunks():
+        view = chunk
         while view:
             while not left:
                 offset, left = next(pending)

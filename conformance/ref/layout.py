@@ -26,8 +26,6 @@ from conformance.ref.oci import (
     CONFIG,
     CONFIG_TYPES,
     INDEX_TYPES,
-    LAYER_GZIP,
-    LAYER_TAR,
     MANIFEST,
     MANIFEST_TYPES,
     REF_NAME,

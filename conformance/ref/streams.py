@@ -10,6 +10,7 @@ instead of filling the disk or memory: every decoder hands out at most the asked
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -168,7 +169,7 @@ _ZSTD_SKIPPABLE = 0x184D2A50  # ... to 0x184D2A5F: skippable frames (RFC 8878 §
 def zstd_module() -> Any | None:
     """The `zstandard` module, or None where it is not installed (it is optional: imported lazily)."""
     try:
-        import zstandard  # type: ignore[import-not-found,unused-ignore]
+        import zstandard  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 (optional, lazily)
     except ImportError:
         return None
     return zstandard
@@ -310,7 +311,7 @@ class ZstdStream:
         program = zstd_program()
         if program is None:
             raise LayerError(f"{ZSTD_MEDIA_TYPE} layers need a zstd decoder: {ZSTD_HINT}", layer=label)
-        self._pipe = _ZstdPipe(program, raw, label)
+        self._pipe = _ZstdPipe(program, _FrameTap(raw, self._frames), label, self._frames)
 
     def read(self, size: int = -1, /) -> bytes:
         """Up to `size` decompressed bytes."""
@@ -339,9 +340,10 @@ class ZstdStream:
 class _ZstdPipe:
     """`zstd -dc` as a filter: a thread writes the compressed blob to its stdin, `read` takes its stdout."""
 
-    def __init__(self, program: str, raw: Readable, label: str) -> None:
+    def __init__(self, program: str, raw: Readable, label: str, frames: ZstdFrames) -> None:
         self._label = label
         self._raw = raw
+        self._frames = frames
         self._failure: BaseException | None = None
         self._process = subprocess.Popen([program, "-dc", "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE)
@@ -363,10 +365,8 @@ class _ZstdPipe:
         except BaseException as err:  # a VerifiedReader's LayoutError: re-raised by read()
             self._failure = err
         finally:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 stdin.close()
-            except BrokenPipeError:
-                pass
 
     def read(self, size: int) -> bytes:
         data = os.read(self._out, size)
@@ -376,11 +376,13 @@ class _ZstdPipe:
         if self._failure is not None:
             raise self._failure
         stderr = self._process.stderr.read() if self._process.stderr is not None else b""
-        if self._process.wait() != 0:
+        status = self._process.wait()
+        cut = not self._frames.bad and not self._frames.complete()  # zstd's words for it vary by version
+        if status != 0 or cut:
             said = stderr.decode("utf-8", "replace").strip().splitlines()
-            reason = said[-1] if said else f"zstd exited with {self._process.returncode}"
-            kind = "truncated" if "truncated" in reason.lower() or "unexpected end" in reason.lower() else "corrupt"
-            raise LayerError(f"{kind} zstd stream ({reason})", layer=self._label)
+            reason = said[-1] if said else f"zstd exited with {status}"
+            kind = "truncated zstd stream (it ends inside a frame, or has none" if cut else "corrupt zstd stream ("
+            raise LayerError(f"{kind}; {reason})" if cut else f"{kind}{reason})", layer=self._label)
         self._finalizer()
         return b""
 
@@ -395,10 +397,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
     for pipe in (process.stdin, process.stdout, process.stderr):
         if pipe is not None:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.close()
-            except OSError:
-                pass
     process.wait()
 
 

@@ -25,7 +25,9 @@ bytes that are not, like tarfile's stream default on Linux.
 
 from __future__ import annotations
 
+import os
 import struct
+import zlib
 from collections.abc import Iterator
 
 from conformance.ref.errors import LayerError, LimitError
@@ -48,8 +50,21 @@ _NUL_TO_SPACE = bytes.maketrans(b"\0", b" ")
 class Member:
     """One entry: the parts of tarfile.TarInfo the applier reads, under the same names."""
 
-    __slots__ = ("name", "linkname", "type", "mode", "uid", "gid", "size", "mtime", "devmajor", "devminor",
-                 "pax_headers", "sparse", "stored")
+    __slots__ = (
+        "devmajor",
+        "devminor",
+        "gid",
+        "linkname",
+        "mode",
+        "mtime",
+        "name",
+        "pax_headers",
+        "size",
+        "sparse",
+        "stored",
+        "type",
+        "uid",
+    )
 
     def __init__(self, name: str, linkname: str, kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
                  devmajor: int, devminor: int, pax_headers: dict[str, str]) -> None:
@@ -73,7 +88,7 @@ class Member:
         return self.type in REGULAR_TYPES or self.sparse is not None
 
     def isfile(self) -> bool:
-        """tarfile's other name for isreg."""
+        """Tarfile's other name for isreg."""
         return self.isreg()
 
     def isdir(self) -> bool:
@@ -125,7 +140,6 @@ class TarReader:
         self._global_size = 0
         self.offset = 0  # bytes of the stream consumed so far
         self.last: str | None = None  # the last entry's name, for errors after it
-        self._current: Member | None = None
 
     # Raw bytes
 
@@ -187,6 +201,26 @@ class TarReader:
             self._left -= step
             yield self._view[start:start + step]
 
+    def write_to(self, fd: int) -> int:
+        """Write the current entry's data to `fd` straight from the stream's pieces; returns the bytes.
+
+        What chunks() and a loop of os.write do, without a generator per entry (20k entries, 20k generators).
+        """
+        written = 0
+        while self._left:
+            if self._pos >= len(self._buf) and not self._fill():
+                raise LayerError("truncated tar (the stream ends inside this entry's data)")
+            start = self._pos
+            step = min(self._left, len(self._buf) - start)
+            done = os.write(fd, self._view[start:start + step])
+            while done < step:  # a short write (not on tmpfs or ext4 for a regular file, but allowed)
+                done += os.write(fd, self._view[start + done:start + step])
+            self._pos += step
+            self.offset += step
+            self._left -= step
+            written += step
+        return written
+
     def _finish_entry(self) -> None:
         if self._left + self._pad:
             missing = self._skip(self._left + self._pad)
@@ -202,12 +236,25 @@ class TarReader:
             if member is None:
                 return
             self.last = member.name
-            self._current = member
             yield member
 
     def _next(self) -> Member | None:
         """The next entry, with its metadata headers folded in; None at the end of the archive."""
-        self._finish_entry()
+        rest = self._left + self._pad
+        end = self._pos + rest + BLOCK
+        if self.offset and end <= len(self._buf):  # the rest of the entry and the next header are in this piece
+            block = self._buf[end - BLOCK:end]
+            self._pos = end
+            self.offset += rest + BLOCK
+            self._left = self._pad = 0
+            if block != _ZERO:
+                fields = self._fields(block)
+                if fields[7] not in _METADATA:
+                    return self._member(block, fields, {}, [], None, None)
+            self._pos -= BLOCK  # an end block or a metadata header: the general loop below reads it again
+            self.offset -= BLOCK
+        else:
+            self._finish_entry()
         pax: dict[str, str] = {}
         sparse00: list[int] = []
         long_name: str | None = None
@@ -254,16 +301,19 @@ class TarReader:
     def _fields(self, block: bytes) -> tuple[bytes, ...]:
         fields = _HEADER.unpack(block)
         checksum = _octal(fields[6], "checksum", self)
-        unsigned = sum(block) - sum(block[148:156]) + 256
+        unsigned = _byte_sum(block) - sum(fields[6]) + 256  # the checksum field counts as 8 spaces
         if checksum != unsigned and checksum != sum(_SIGNED.unpack(block)) + 256:
             raise self._error("corrupt tar header (bad checksum) after this entry" if self.last is not None
                               else "corrupt tar header (bad checksum)")
         return fields
 
     def _numbers(self, block: bytes, fields: tuple[bytes, ...]) -> tuple[int, int, int, int, int]:
-        """mode, uid, gid, size, mtime. The six numbers from mode to checksum sit side by side: when all
-        56 bytes are octal digits, spaces and NULs (nearly always), one translate checks them and int()
-        reads each; anything else (base-256, odd padding) goes field by field through _number."""
+        """The mode, uid, gid, size and mtime of a header.
+
+        These five numbers sit side by side: when all 48 bytes are octal digits, spaces and NULs (nearly
+        always), one translate checks them and int() reads each; anything else (base-256, odd padding)
+        goes field by field through _number.
+        """
         numbers = block[100:148]
         if not numbers.translate(None, _OCTAL_FIELDS):
             text = numbers.translate(_NUL_TO_SPACE)
@@ -285,11 +335,8 @@ class TarReader:
             name = long_name
         if kind == b"\0" and name.endswith("/"):  # a v7 directory
             kind = b"5"
-        if long_link is not None:
-            link = long_link
-        else:
-            link = _text(raw_link.split(b"\0", 1)[0]) if raw_link[0] else ""
-        devices = kind == b"3" or kind == b"4"  # the device numbers mean nothing (and are often blank) elsewhere
+        link = long_link if long_link is not None else _text(raw_link.split(b"\0", 1)[0]) if raw_link[0] else ""
+        devices = kind in (b"3", b"4")  # the device numbers mean nothing (and are often blank) elsewhere
         member = Member(name, link, kind, *self._numbers(block, fields),
                         _number(major, "devmajor", self) if devices else 0,
                         _number(minor, "devminor", self) if devices else 0, pax)
@@ -297,25 +344,29 @@ class TarReader:
             pax = member.pax_headers = {**self._globals, **pax}
         if pax:
             self._apply_pax(member, pax)
-        if kind in _NO_DATA:
-            member.stored = 0
-        else:
-            member.stored = member.size
         if member.size < 0:
             raise self._error(f"corrupt tar header (size {member.size}) after this entry")
+        stored = member.stored = 0 if kind in _NO_DATA else member.size
         if kind == b"S":
             self._old_gnu_sparse(member, block)
-        elif "GNU.sparse.map" in pax:
+            stored = member.stored
+        elif pax and ("GNU.sparse.map" in pax or "GNU.sparse.size" in pax or "GNU.sparse.major" in pax):
+            self._pax_sparse(member, pax, sparse00)
+            stored = member.stored
+        elif kind == b"5":
+            member.name = member.name.rstrip("/")
+        self._left = stored
+        self._pad = -stored % BLOCK
+        return member
+
+    def _pax_sparse(self, member: Member, pax: dict[str, str], sparse00: list[int]) -> None:
+        """GNU's PAX sparse forms: 0.1 (a map record), 0.0 (repeated offset/numbytes records), 1.0 (map in the data)."""
+        if "GNU.sparse.map" in pax:
             self._sparse_map(member, [self._pax_int("GNU.sparse.map", v) for v in pax["GNU.sparse.map"].split(",")])
         elif "GNU.sparse.size" in pax:
             self._sparse_map(member, sparse00)
         elif pax.get("GNU.sparse.major") == "1" and pax.get("GNU.sparse.minor") == "0":
             self._sparse_10(member)
-        if member.type == b"5":
-            member.name = member.name.rstrip("/")
-        self._left = member.stored
-        self._pad = -member.stored % BLOCK
-        return member
 
     def _apply_pax(self, member: Member, pax: dict[str, str]) -> None:
         if "path" in pax:
@@ -342,7 +393,7 @@ class TarReader:
         return data
 
     def _pax_records(self, data: bytes) -> Iterator[tuple[str, str]]:
-        """`<length> <key>=<value>\\n` records (POSIX pax § extended header); framing errors are refused."""
+        r"""`<length> <key>=<value>\n` records (POSIX pax § extended header); framing errors are refused."""
         pos, end = 0, len(data)
         while pos < end and data[pos]:
             space = data.find(b" ", pos, pos + 24)
@@ -415,7 +466,7 @@ class TarReader:
         segments = []
         end = 0
         total = 0
-        for offset, length in zip(numbers[::2], numbers[1::2]):
+        for offset, length in zip(numbers[::2], numbers[1::2], strict=True):
             if offset < end or offset + length > member.size:
                 raise self._error("corrupt tar header (a sparse map out of order or past the file's size)")
             end = offset + length
@@ -425,6 +476,15 @@ class TarReader:
         if total != member.stored:
             raise self._error(f"corrupt tar header (a sparse map of {total} bytes for {member.stored} stored)")
         member.sparse = segments
+
+
+def _byte_sum(block: bytes) -> int:
+    """The sum of a header's 512 bytes, exactly, six times faster than sum(block).
+
+    Adler-32's first half is 1 + the byte sum, modulo 65521; over 256 bytes the sum is at most
+    65280, so no modulo ever applies and each half's sum comes out exact.
+    """
+    return (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
 
 
 def _sparse_numbers(area: bytes, count: int, reader: TarReader) -> list[int]:
@@ -452,7 +512,7 @@ def _octal(field: bytes, what: str, reader: TarReader) -> int:
 def _number(field: bytes, what: str, reader: TarReader) -> int:
     """An octal field (NUL or space terminated), or GNU's base-256 (a leading 0x80, or 0xff if negative)."""
     lead = field[0]
-    if lead == 0x80 or lead == 0xFF:
+    if lead in (0x80, 0xFF):
         value = int.from_bytes(field[1:], "big")
         return value - 256 ** (len(field) - 1) if lead == 0xFF else value
     digits = field.split(b"\0", 1)[0].strip()

@@ -44,6 +44,8 @@ def clean_name(name: str) -> tuple[str, ...]:
     """
     if "\x00" in name:
         raise UnsafePathError("name contains a NUL byte")
+    if ".." not in name:  # the common case, in one pass of C: nothing climbs
+        return tuple([component for component in name.split("/") if component and component != "."])
     parts: list[str] = []
     for component in name.split("/"):
         if component in ("", "."):

@@ -6,13 +6,17 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import stat
+import subprocess
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from trees import ROOT, Entry, chardev, directory, file, hardlink, make_tar, symlink, whiteout
+from trees import ROOT, Entry, chardev, directory, file, hardlink, make_tar, snapshot, symlink, whiteout
 
-from conformance.ref.errors import LayerError, LayoutError
+from conformance.ref.errors import LayerError, LayoutError, LimitError
 from conformance.ref.layers import ApplyOptions, apply_layer
 from conformance.ref.oci import LAYER_GZIP
 
@@ -202,3 +206,111 @@ def test_whiteout_markers_count(scratch: Path) -> None:
     apply_layer(scratch, make_tar(directory("d"), file("d/x"), file("y")))
     stats = apply_layer(scratch, make_tar(whiteout(".wh.y"), whiteout("d/.wh..wh..opq")))
     assert (stats.whiteouts, stats.opaque_whiteouts) == (1, 1)
+
+
+# The tar reader (conformance/ref/tarread.py): every header form GNU tar and tarfile write --------------
+
+GNU_TAR = shutil.which("tar")
+LONG = "l" * 60 + "/" + "o" * 60 + "/" + "n" * 60  # 182 characters: a GNU long name, or a ustar prefix
+
+
+def _format_source(root: Path, *, long_names: bool, deep: bool = True) -> None:
+    (root / "d").mkdir(parents=True)
+    with open(root / "d" / "sparse", "wb") as sparse:  # data, a hole, data, a trailing hole
+        sparse.write(b"head" * 1000)
+        sparse.seek(3 << 20)
+        sparse.write(b"middle")
+        sparse.truncate(6 << 20)
+    (root / "d" / "plain").write_bytes(bytes(range(256)) * 10)
+    os.link(root / "d" / "plain", root / "d" / "linked")
+    os.symlink("plain", root / "d" / "link")
+    files = [root / "d" / "sparse", root / "d" / "plain"]
+    if deep:
+        nested = root / (LONG if long_names else "p" * 90 + "/" + "q" * 40)
+        nested.mkdir(parents=True)
+        (nested / "file").write_bytes(b"deep")
+        files.append(nested / "file")
+    if long_names:
+        os.symlink("t" * 150, root / "d" / "long-target")
+    for path in files:
+        os.utime(path, ns=(1_234_567_890_123_456_789, 1_234_567_890_123_456_789))
+
+
+@pytest.mark.skipif(GNU_TAR is None, reason="needs GNU tar")
+@pytest.mark.parametrize("options", [
+    ("--format=gnu", "--sparse"),  # GNU 'L'/'K' long names, old GNU sparse ('S')
+    ("--format=oldgnu", "--sparse"),
+    ("--format=posix", "--sparse", "--sparse-version=0.0"),
+    ("--format=posix", "--sparse", "--sparse-version=0.1"),
+    ("--format=posix", "--sparse", "--sparse-version=1.0"),
+    ("--format=ustar",),  # the name prefix field
+    ("--format=v7",),
+])
+def test_tar_formats_apply_like_gnu_tar(scratch: Path, options: tuple[str, ...]) -> None:
+    """The hand-written header parser reads what GNU tar writes as GNU tar itself extracts it."""
+    long_names = options[0] in ("--format=gnu", "--format=oldgnu", "--format=posix")
+    source = scratch / "source"
+    source.mkdir()
+    _format_source(source, long_names=long_names, deep=options[0] != "--format=v7")  # v7: 100-byte names
+    subprocess.run([GNU_TAR or "tar", *options, "--numeric-owner", "-C", str(source), "-cf", str(scratch / "l.tar"),
+                    "."], check=True, capture_output=True)
+    ours, theirs = scratch / "ours", scratch / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    stats = apply_layer(ours, (scratch / "l.tar").read_bytes())
+    subprocess.run([GNU_TAR or "tar", "--numeric-owner", "--same-permissions", "--same-owner", "-C", str(theirs),
+                    "-xf", str(scratch / "l.tar")], check=True, capture_output=True)
+    assert snapshot(ours, nlink=True, exclude=["l" * 60]) == snapshot(theirs, nlink=True, exclude=["l" * 60])
+    assert (ours / "d" / "sparse").stat().st_size == 6 << 20 and stats.hardlinks == 1
+    if long_names:
+        assert (ours / LONG / "file").read_bytes() == b"deep"
+        assert os.readlink(ours / "d" / "long-target") == "t" * 150
+    if "--sparse" in options:
+        assert stats.bytes_written < 1 << 20, "holes stay holes"
+        assert os.stat(ours / "d" / "sparse").st_blocks * 512 < 1 << 20
+
+
+def test_base256_numbers_and_global_pax_headers(scratch: Path) -> None:
+    """GNU base-256 fields (tarfile writes them for numbers too big for octal); `g` records apply to all."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("big")
+        info.uid = info.gid = 1 << 30
+        info.mtime = 1 << 33  # past 8**11: base-256 (and still a time in ns)
+        tar.addfile(info)
+    (scratch / "a").mkdir()
+    apply_layer(scratch / "a", buffer.getvalue(), options=ApplyOptions(ownership=ROOT))
+    assert (scratch / "a" / "big").stat().st_mtime_ns == (1 << 33) * 10**9
+    if ROOT:
+        assert (scratch / "a" / "big").stat().st_uid == 1 << 30
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"mtime": "4242.5"}) as tar:
+        tar.addfile(tarfile.TarInfo("x"))
+    (scratch / "b").mkdir()
+    apply_layer(scratch / "b", buffer.getvalue())
+    assert (scratch / "b" / "x").stat().st_mtime_ns == 4242_500_000_000
+
+
+@pytest.mark.parametrize(("damage", "expect"), [
+    (lambda t: t[:512] + b"garbage " + t[520:], "malformed PAX record"),
+    (lambda t: t[:124] + b"0000000007x\0" + t[136:], r"corrupt tar header \(bad"),
+    (lambda t: t[:1024] + bytes(512) + t[1536:], "end-of-archive block after an extended header"),
+    (lambda t: b"", "empty stream"),
+])
+def test_damaged_headers_are_refused(scratch: Path, damage: Callable[[bytes], bytes], expect: str) -> None:
+    tar = make_tar(Entry("f", data=b"x", pax={"SCHILY.xattr.user.a": "b"}))
+    with pytest.raises(LayerError, match=expect):
+        apply_layer(scratch, damage(tar))
+
+
+LONG_GNU_NAME = "/".join(["n" * 200] * 17)  # 3416 characters (a path under PATH_MAX, for the cleanup)
+
+
+def test_a_long_gnu_name_is_bounded_by_max_metadata(scratch: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo(LONG_GNU_NAME))
+    with pytest.raises(LimitError, match="metadata"):
+        apply_layer(scratch, buffer.getvalue(), options=ApplyOptions(max_metadata=2048))
+    apply_layer(scratch, buffer.getvalue(), options=ApplyOptions(max_metadata=8192))
+    assert (scratch / LONG_GNU_NAME).is_file()

@@ -210,8 +210,8 @@ REFUSED: dict[str, tuple[Callable[[Path], Any], str]] = {
                             "is not an image manifest"),
     "manifest-schema-1": (lambda r: _rewrite(r, manifest=lambda m: m.update(schemaVersion=1)),
                           "schemaVersion must be 2"),
-    "manifest-layer-zstd": (lambda r: _rewrite(r, manifest=lambda m: m["layers"][1].update(
-        mediaType="application/vnd.oci.image.layer.v1.tar+zstd")), "is not supported (zstd"),
+    "manifest-layer-lz4": (lambda r: _rewrite(r, manifest=lambda m: m["layers"][1].update(
+        mediaType="application/vnd.oci.image.layer.v1.tar+lz4")), "is not supported"),
     "manifest-layer-unknown": (lambda r: _rewrite(r, manifest=lambda m: m["layers"][1].update(
         mediaType="application/x-conformance-test")), "'application/x-conformance-test' is not supported"),
     "config-unknown-type": (lambda r: _rewrite(r, manifest=lambda m: m["config"].update(
