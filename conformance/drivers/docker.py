@@ -14,7 +14,7 @@ class DockerDriver(ToolDriver):
 
     name: ClassVar[str] = "docker"
     tool: ClassVar[str] = "docker"
-    description: ClassVar[str] = "the Docker engine (overlay2): load a docker-archive, create, export"
+    description: ClassVar[str] = "the Docker engine (overlay2): load, create, read its overlay; save; build"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:
         """The client and a daemon answering on a known socket (facts: docker_server)."""

@@ -12,4 +12,4 @@ class PodmanDriver(ToolDriver):
 
     name: ClassVar[str] = "podman"
     tool: ClassVar[str] = "podman"
-    description: ClassVar[str] = "podman (overlay storage, runc) pulling from an OCI layout, create, export"
+    description: ClassVar[str] = "podman (overlay storage, runc): pull from an OCI layout, create, export; push; build"

@@ -53,6 +53,7 @@ FAULTS: dict[str, str] = {
     "OCI-MEDIA-001": "reads a gzip layer as if it were an uncompressed tar (gzip-as-tar)",
     "OCI-MEDIA-002": "refuses zstd layers (no-zstd)",
     "LAYER-SAFE-003": "takes a layer that cannot be read whole as complete (lenient-reader)",
+    "OCI-LAYOUT-002": "skips a layer whose blob the layout lacks (missing-blob-as-empty)",
 }
 
 

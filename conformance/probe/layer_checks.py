@@ -74,6 +74,7 @@ FAULT_BEHAVIOURS: dict[str, str] = {
     "OCI-MEDIA-001": "gzip-as-tar",
     "OCI-MEDIA-002": "no-zstd",
     "LAYER-SAFE-003": "lenient-reader",
+    "OCI-LAYOUT-002": "missing-blob-as-empty",
 }
 
 LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"  # conformance.ref.oci.LAYER_TAR, without importing ref
@@ -379,6 +380,8 @@ def diff(params: JsonDict, ctx: Context) -> JsonDict:
     from conformance.ref.diff import diff_trees  # noqa: PLC0415
     from conformance.ref.layers import apply_layer  # noqa: PLC0415
 
+    if ctx.implementation == "umoci":
+        return _umoci_diff(params, ctx)
     faults = _faults(ctx)
     trees: dict[str, str] = {}
     for name in ("lower", "upper", "lower2", "upper2", "result"):
@@ -388,6 +391,48 @@ def diff(params: JsonDict, ctx: Context) -> JsonDict:
     second = diff_trees(trees["lower2"], trees["upper2"], faults=faults)
     apply_layer(trees["result"], first)
     return {"digests": [f"sha256:{hashlib.sha256(layer).hexdigest()}" for layer in (first, second)],
+            "upper": read_tree(trees["upper"]), "result": read_tree(trees["result"])}
+
+
+def _umoci_diff(params: JsonDict, ctx: Context) -> JsonDict:
+    """`umoci repack` as the generator: unpack an image of lower, make the rootfs upper, repack, twice.
+
+    The rootfs is emptied and upper applied over it with the reference (same names, contents, modes and
+    times as the scenario says), so what umoci finds changed against its mtree of lower is the diff.
+    """
+    from conformance.ref.layers import apply_layer  # noqa: PLC0415
+    from conformance.ref.layout import Layout  # noqa: PLC0415
+    from conformance.ref.tarsafe import remove_tree  # noqa: PLC0415
+
+    made: list[LayerBlob] = []
+    for n in (1, 2):
+        work = _fresh_dir(ctx, f"umoci{n}")
+        layout = write_layout(os.path.join(work, "layout"), [LayerBlob(build_tar(params["lower"]), LAYER_TAR)])
+        bundle = os.path.join(work, "bundle")
+        try:
+            run_tool(["umoci", "unpack", "--image", f"{layout}:{TAG}", bundle], what="umoci unpack")
+            rootfs = os.path.join(bundle, "rootfs")
+            fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for name in os.listdir(fd):
+                    if stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+                        remove_tree(fd, name)
+                    else:
+                        os.unlink(name, dir_fd=fd)
+            finally:
+                os.close(fd)
+            apply_layer(rootfs, build_tar(params["upper"]))
+            run_tool(["umoci", "repack", "--image", f"{layout}:repacked", bundle], what="umoci repack")
+        except ApplyRefused as exc:
+            return {"error": exc.message}
+        opened = Layout(layout)
+        top = opened.manifest(opened.resolve("repacked")).layers[-1]
+        made.append(LayerBlob(opened.read_blob(top, limit=1 << 30), top.media_type))
+    trees = {name: _fresh_dir(ctx, name) for name in ("upper", "result")}
+    apply_layer(trees["upper"], build_tar(params["upper"]))
+    apply_layer(trees["result"], build_tar(params["lower"]))
+    apply_layer(trees["result"], made[0].data, media_type=made[0].media_type)
+    return {"digests": [_uncompressed_digest(blob.data) for blob in made],
             "upper": read_tree(trees["upper"]), "result": read_tree(trees["result"])}
 
 
@@ -676,3 +721,81 @@ def _archive_parts(path: str) -> JsonDict:
     history = [{"created_by": step.get("created_by"), "empty_layer": bool(step.get("empty_layer"))}
                for step in config.get("history") or []]
     return {"layers": layers, "diff_ids": config["rootfs"]["diff_ids"], "history": history}
+
+
+def _break_layout(layout_path: str, kind: str) -> None:
+    """Break an image (TAG) in a layout as asked, keeping every digest right so only the asked flaw is there."""
+    from conformance.ref.layout import Layout, write_layout  # noqa: PLC0415
+    from conformance.ref.oci import CONFIG, MANIFEST, REF_NAME, Descriptor  # noqa: PLC0415
+
+    layout = Layout(layout_path)
+    [named] = layout.index().manifests
+    manifest = json.loads(layout.blob_path(named.digest).read_bytes())
+    if kind == "missing-layer":
+        os.unlink(layout.blob_path(manifest["layers"][0]["digest"]))
+        return
+    if kind == "config-not-json":
+        config = layout.add_blob(b'{"rootfs": {"type": "layers", "diff_ids": [', CONFIG)
+        manifest["config"] = {"mediaType": CONFIG, "digest": config.digest, "size": config.size}
+        written = layout.add_blob(json.dumps(manifest).encode(), MANIFEST)
+    else:  # manifest-not-json
+        written = layout.add_blob(b'{"schemaVersion": 2, "layers": [', MANIFEST)
+    write_layout(layout_path, [Descriptor(MANIFEST, written.digest, written.size, {REF_NAME: TAG})])
+
+
+def _break_archive(path: str, kind: str) -> None:
+    """The same flaws in a docker-archive: manifest.json or the config not JSON, or the layer member gone."""
+    with tarfile.open(path) as archive:
+        members = [(info, archive.extractfile(info).read() if info.isfile() else b"")  # type: ignore[union-attr]
+                   for info in archive]
+    [entry] = json.loads(next(data for info, data in members if info.name == "manifest.json"))
+    replaced = {"manifest-not-json": ("manifest.json", b'[{"Config": '), "config-not-json": (entry["Config"], b"{")}
+    with tarfile.open(path, "w") as archive:
+        for info, data in members:
+            if kind == "missing-layer" and info.name == entry["Layers"][0]:
+                continue
+            written = replaced[kind][1] if kind in replaced and info.name == replaced[kind][0] else data
+            info.size = len(written)
+            archive.addfile(info, io.BytesIO(written))
+
+
+@action("layers.broken")
+def broken_image(params: JsonDict, ctx: Context) -> JsonDict:
+    """An image with one flaw ("manifest-not-json", "config-not-json", "missing-layer"; "none": control)."""
+    kind = params["kind"]
+    if ctx.implementation == "skopeo":  # copying needs no config parsed: the clause is about unpacking
+        raise NotApplicable("skopeo copies images without unpacking them, and a copier need not read the config")
+    blobs = [LayerBlob(build_tar([{"name": "payload", "type": "file", "content": "x"}]), LAYER_TAR)]
+    work = _fresh_dir(ctx, "work")
+    if ctx.implementation == "docker":
+        from conformance.probe.appliers import docker_cli, write_docker_archive  # noqa: PLC0415
+
+        client, env = docker_cli()
+        name = f"{os.path.basename(ctx.sandbox.root).lower()}-{os.urandom(2).hex()}:{TAG}"
+        archive = write_docker_archive(os.path.join(work, "image.tar"), blobs, name)
+        if kind != "none":
+            _break_archive(archive, kind)
+        ctx.sandbox.defer(f"docker rmi {name}", lambda: quiet([client, "rmi", "-f", name], env))
+        try:
+            run_tool([client, "load", "-i", archive], what="docker load", env=env)
+        except ApplyRefused as exc:
+            return {"read": False, "error": exc.message}
+        return {"read": True}
+    layout = write_layout(os.path.join(work, "layout"), blobs)
+    if kind != "none":
+        _break_layout(layout, kind)
+    if ctx.implementation == "ref":
+        from conformance.ref.image import apply_image as ref_apply_image  # noqa: PLC0415
+        from conformance.ref.layers import ApplyOptions  # noqa: PLC0415
+
+        rootfs = _fresh_dir(ctx, "rootfs")
+        try:
+            ref_apply_image(layout, TAG, rootfs, options=ApplyOptions(faults=_faults(ctx)))
+        except Exception as exc:
+            return {"read": False, **_error(exc)}
+        return {"read": True}
+    try:
+        reader_for(ctx).read(layout, _fresh_dir(ctx, "read"))
+    except ApplyRefused as exc:
+        return {"read": False, "error": exc.message}
+    return {"read": True}

@@ -49,6 +49,8 @@ def apply_image(layout: Layout | str | os.PathLike[str], ref: str | None, rootfs
     if "reverse-layers" in options.faults:  # FAULT: top layer first
         layers.reverse()
     check_diff_ids = "skip-diff-id-check" not in options.faults  # FAULT point when false
+    if "missing-blob-as-empty" in options.faults:  # FAULT: a layer the layout lacks is skipped, not an error
+        layers = [(layer, diff_id) for layer, diff_id in layers if layout.blob_path(layer.digest).exists()]
     for n, (layer, diff_id) in enumerate(layers):
         with layout.open_blob(layer) as reader:
             tar = TarStream(reader, layer_compression(layer.media_type), options.max_bytes, layer.short())

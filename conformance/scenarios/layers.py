@@ -113,3 +113,8 @@ def build(base: list[Entry], context: dict[str, Any], containerfile: str) -> Sce
     context: path -> {"content", "mode"} for a file, or {"tar": [entries]} for a tar to ADD.
     """
     return Scenario("layers.build", {"base": [list(base)], "context": context, "containerfile": containerfile})
+
+
+def broken(kind: str) -> Scenario:
+    """Read a one-layer image with one flaw: "manifest-not-json", "config-not-json", "missing-layer" or "none"."""
+    return Scenario("layers.broken", {"kind": kind})

@@ -157,3 +157,14 @@ def test_zstd_layers_are_applied(target: Target) -> None:
     seen = target.observe(layers.image(*TWO_LAYERS, compression="zstd"))
     target.expect("tar+zstd apply error", None, seen.get("error"))
     target.expect("tar+zstd rootfs", {"etc": "dir", "etc/os": "top" * 300}, _contents(seen["tree"]))
+
+
+@pytest.mark.clause("OCI-LAYOUT-002")
+def test_image_that_cannot_be_read_whole_is_refused(target: Target) -> None:
+    """The image as written MUST be read; with its manifest or config not JSON, or its layer blob gone, refused."""
+    kinds = ("none", "manifest-not-json", "config-not-json", "missing-layer")
+    seen = dict(zip(kinds, (obs.data for obs in target.probe(*(layers.broken(kind) for kind in kinds))), strict=True))
+    target.expect("read (control: the image as written)", True, seen["none"]["read"],
+                  hint=seen["none"].get("error", ""))
+    for kind in kinds[1:]:
+        target.expect(f"read with {kind}", False, seen[kind]["read"])
