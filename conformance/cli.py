@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from conformance import __version__
+from conformance import __version__, overlay_cli
 from conformance.clauses import AREAS, CatalogueError, load_catalogue
 from conformance.explore import commands as ref_commands
 from conformance.verdicts import (
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = rsub.add_parser("render", help="write junit.xml, report.html and summary.md again from results.json")
     render.add_argument("dir", type=Path)
     ref_commands.add_parser(sub)
+    overlay_cli.add_parser(sub, _host_options)
     return parser
 
 
@@ -311,8 +312,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_overlay(args: argparse.Namespace) -> int:
+    """The overlay area's commands (replay)."""
+    return overlay_cli.run(args, _resolve)
+
+
 COMMANDS = {"run": cmd_run, "clauses": cmd_clauses, "explain": cmd_explain, "facts": cmd_facts,
-            "impls": cmd_impls, "clean": cmd_clean, "report": cmd_report, "ref": ref_commands.run}
+            "impls": cmd_impls, "clean": cmd_clean, "report": cmd_report, "ref": ref_commands.run,
+            "overlay": cmd_overlay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

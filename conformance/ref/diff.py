@@ -357,3 +357,9 @@ class _HashingWriter:
 
     def digest(self) -> str:
         return f"sha256:{self._hash.hexdigest()}"
+
+
+# The pieces commit.py (an overlay upper dir as a layer) writes entries with, under public names.
+read_node = _node
+tar_header = _header
+whiteout_header = _marker
