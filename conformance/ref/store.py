@@ -25,6 +25,7 @@ library only; it ships to hosts with the rest of conformance/ref.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -317,7 +318,17 @@ def _to_overlay_format(diff: Path, marks: _Marks, lowers: Sequence[Path], faults
     touched: dict[tuple[str, ...], tuple[int, int]] = {}  # listed directories whose mtime a mark changes
     root = os.open(diff, _DIR_FLAGS)
     try:
+        # Directories this layer makes opaque, by a marker or by a whiteout of a directory it adds again.
+        opaque_here = {tuple(d) for d in marks.opaques} | {
+            (*parent, name) for parent, name in marks.whiteouts if os.path.isdir(diff.joinpath(*parent, name))
+            and not os.path.islink(diff.joinpath(*parent, name))}
         for parent, name in marks.whiteouts:
+            inside_opaque = any(parent[:depth] in opaque_here for depth in range(1, len(parent) + 1))
+            if not as_files and (inside_opaque or not _visible_below(lowers, (*parent, name))):
+                # Nothing below to hide. A 0/0 device there would not be hidden itself: overlayfs lists
+                # it in readdir of a directory no lower layer shares, then fails to look it up (umoci
+                # drops these too). And making its parent would add a directory no layer holds.
+                continue
             with _opened(root, parent, create=True) as fd:
                 if fd is None:  # under a symlink or a file of this layer: that entry hides the lower path already
                     continue
@@ -347,6 +358,31 @@ def _to_overlay_format(diff: Path, marks: _Marks, lowers: Sequence[Path], faults
                     os.utime(fd, ns=times)
     finally:
         os.close(root)
+
+
+def _visible_below(lowers: Sequence[Path], parts: tuple[str, ...]) -> bool:
+    """Whether the lower layers (top first, in overlay format) together show `parts`."""
+    for lower in lowers:
+        for depth in range(1, len(parts)):
+            ancestor = lower.joinpath(*parts[:depth])
+            info = _lstat_path(ancestor)
+            if info is not None and not stat.S_ISDIR(info.st_mode):
+                return False  # a file, symlink or whiteout above it hides it in this layer and all below
+        info = _lstat_path(lower.joinpath(*parts))
+        if info is not None:
+            return not (stat.S_ISCHR(info.st_mode) and info.st_rdev == 0)
+        for depth in range(1, len(parts)):
+            with contextlib.suppress(OSError):
+                if os.getxattr(lower.joinpath(*parts[:depth]), OPAQUE_XATTR, follow_symlinks=False) == b"y":
+                    return False  # an opaque directory: the layers below do not show through
+    return False
+
+
+def _lstat_path(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
 
 
 def _remember_time(fd: int, parts: tuple[str, ...], listed: set[tuple[str, ...]],
