@@ -23,15 +23,14 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
+
+from scratch import scratch_tmpfs
 
 from conformance.probe.actions import NotApplicable
 from conformance.probe.appliers import docker_cli, podman_argv
@@ -44,25 +43,6 @@ ADD data.tar /data/
 LABEL org.example.bench=yes
 CMD ["/app/run"]
 """
-
-
-@contextmanager
-def scratch_tmpfs() -> Iterator[Path]:
-    """A tmpfs of our own, unmounted and removed on the way out (also on SIGTERM)."""
-    path = Path(f"/tmp/conformance-bench-build-{secrets.token_hex(3)}")
-    path.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g", "tmpfs", str(path)], check=True)
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield path
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        subprocess.run(["umount", "-l", str(path)], check=False)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_context(root: Path, files: int, dirs: int) -> Path:
@@ -87,7 +67,7 @@ def make_context(root: Path, files: int, dirs: int) -> Path:
     return context
 
 
-def timed(repeat: int, run: Callable[[int], None]) -> float:
+def timed(repeat: int, run: Callable[[int], object]) -> float:
     """The median wall time of `repeat` runs, in seconds."""
     times = []
     for n in range(repeat):
@@ -105,7 +85,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root: the script mounts a tmpfs and talks to the docker daemon")
-    with scratch_tmpfs() as root:
+    with scratch_tmpfs("build", "4g") as root:
         context = make_context(root, args.files, args.dirs)
         results: dict[str, float] = {}
         results["ref"] = timed(args.repeat, lambda n: build_image(context / "Containerfile", context,

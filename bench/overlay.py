@@ -21,41 +21,18 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import secrets
 import shutil
-import signal
 import statistics
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from scratch import scratch_tmpfs
 
 from conformance.hosts import resolve
 from conformance.probe import syscalls
 from conformance.scenarios import Scenario, overlay
 from conformance.transport import ProbeClient, ProbeError
-
-
-@contextmanager
-def scratch_tmpfs() -> Iterator[Path]:
-    """A tmpfs of our own, unmounted and removed on the way out (also on SIGTERM)."""
-    path = Path(f"/tmp/conformance-bench-overlay-{secrets.token_hex(3)}")
-    path.mkdir(mode=0o700)
-    syscalls.mount("tmpfs", str(path), "tmpfs", 0, "size=256m")
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield path
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        subprocess.run(["umount", "-R", "-l", str(path)], check=False, capture_output=True)
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def mount_overlay(base: Path, lowers: int) -> str:
@@ -126,7 +103,7 @@ def scenarios_per_second(client: ProbeClient, implementation: str, count: int) -
     elapsed = time.perf_counter() - started
     failed = [o.error for o in observations if not o.ok]
     if failed:
-        raise ProbeError(f"{implementation}: {len(failed)} scenarios crashed, e.g. {failed[0]}")
+        raise ProbeError(f"{implementation}: {len(failed)} scenarios crashed, e.g. {(failed[0] or {}).get('error')}")
     return count / elapsed
 
 
@@ -137,7 +114,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root: the script mounts tmpfs and overlay")
-    with scratch_tmpfs() as root:
+    with scratch_tmpfs("overlay", "256m") as root:
         os.chdir(root)
         print("mount + umount of an overlay, median of", args.repeat)
         for lowers in (1, 10, 100):

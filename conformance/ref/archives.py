@@ -35,6 +35,7 @@ class ArchivedImage:
     tags: tuple[str, ...]
     config: ImageConfig
     layers: tuple[str, ...]
+    config_name: str  # the config's member in the archive
 
 
 def is_docker_archive(path: str | os.PathLike[str]) -> bool:
@@ -78,8 +79,18 @@ def read_docker_archive(path: str | os.PathLike[str]) -> list[ArchivedImage]:
             layers = tuple(str(name) for name in entry["Layers"])
             if len(layers) != len(config.diff_ids):
                 raise LayoutError(f"{what}: {len(layers)} layers but the config has {len(config.diff_ids)} diff_ids")
-            images.append(ArchivedImage(tuple(entry.get("RepoTags") or ()), config, layers))
+            images.append(ArchivedImage(tuple(entry.get("RepoTags") or ()), config, layers, entry["Config"]))
     return images
+
+
+def choose_image(path: str | os.PathLike[str], tag: str | None) -> ArchivedImage:
+    """The image of a docker-archive tagged `tag`, or its only one; an error listing the tags otherwise."""
+    images = read_docker_archive(path)
+    chosen = [i for i in images if tag is None or tag in i.tags]
+    if len(chosen) != 1:
+        raise LayoutError(f"{path}: {len(chosen)} images match {tag or 'no tag'}; tags: "
+                          f"{sorted(t for i in images for t in i.tags)}")
+    return chosen[0]
 
 
 def apply_docker_archive(path: str | os.PathLike[str], rootfs: str | os.PathLike[str], *, tag: str | None = None,
@@ -89,12 +100,7 @@ def apply_docker_archive(path: str | os.PathLike[str], rootfs: str | os.PathLike
     Every layer member is hashed against its DiffID first; docker-archive layers are plain tars, though
     gzip ones (which `docker load` also takes) are decompressed by apply_layer's sniffing of the media type.
     """
-    images = read_docker_archive(path)
-    chosen = [i for i in images if tag is None or tag in i.tags]
-    if len(chosen) != 1:
-        raise LayoutError(f"{path}: {len(chosen)} images match {tag or 'no tag'}; tags: "
-                          f"{sorted(t for i in images for t in i.tags)}")
-    image = chosen[0]
+    image = choose_image(path, tag)
     with tarfile.open(path) as archive:
         for name, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
             digest = f"sha256:{hashlib.sha256(_member(archive, name)).hexdigest()}"
@@ -156,19 +162,12 @@ def archive_as_layout(path: str | os.PathLike[str], tag: str | None = None) -> I
         with oci_archive(path) as unpacked:
             yield unpacked, tag
         return
-    images = read_docker_archive(path)
-    chosen = [i for i in images if tag is None or tag in i.tags]
-    if len(chosen) != 1:
-        raise LayoutError(f"{path}: {len(chosen)} images match {tag or 'no tag'}; tags: "
-                          f"{sorted(t for i in images for t in i.tags)}")
-    image = chosen[0]
+    image = choose_image(path, tag)
     temp = tempfile.mkdtemp(prefix="conformance-docker-archive-")
     try:
         layout = Layout.create(temp)
         with tarfile.open(path) as archive:
-            manifest = loads_strict(_member(archive, "manifest.json", MAX_JSON), f"{path}: manifest.json")
-            entry = next(e for e in manifest if tuple(e.get("RepoTags") or ()) == image.tags)
-            config = layout.add_blob(_member(archive, entry["Config"], MAX_JSON), CONFIG)
+            config = layout.add_blob(_member(archive, image.config_name, MAX_JSON), CONFIG)
             layers = []
             for name, diff_id in zip(image.layers, image.config.diff_ids, strict=True):
                 descriptor = layout.add_blob(_member(archive, name), LAYER_TAR)

@@ -34,12 +34,7 @@ def apply_image(layout: Layout | str | os.PathLike[str], ref: str | None, rootfs
     """Apply the image `ref` (its ref.name; None for a layout's only image) of `layout` onto `rootfs`."""
     options = options or ApplyOptions()
     layout = layout if isinstance(layout, Layout) else Layout(layout, faults=options.faults)
-    descriptor = layout.resolve(ref)
-    manifest = layout.manifest(descriptor)
-    config = layout.config(manifest)
-    if len(config.diff_ids) != len(manifest.layers):
-        raise LayoutError(f"manifest {descriptor.digest}: {len(manifest.layers)} layers but the config has "
-                          f"{len(config.diff_ids)} diff_ids")
+    descriptor, manifest, config = layout.image(ref)
     for layer in manifest.layers:
         try:
             layer_compression(layer.media_type)

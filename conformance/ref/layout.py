@@ -210,6 +210,16 @@ class Layout:
         return ImageConfig.from_json(self.read_json(manifest.config, "config"), f"config {manifest.config.digest}",
                                      check_type="skip-rootfs-type-check" not in self.faults)  # FAULT point
 
+    def image(self, ref: str | None = None) -> tuple[Descriptor, Manifest, ImageConfig]:
+        """The manifest descriptor, manifest and config of `ref`, checked to pair layers with DiffIDs."""
+        descriptor = self.resolve(ref)
+        manifest = self.manifest(descriptor)
+        config = self.config(manifest)
+        if len(config.diff_ids) != len(manifest.layers):
+            raise LayoutError(f"manifest {descriptor.digest}: {len(manifest.layers)} layers but the config has "
+                              f"{len(config.diff_ids)} diff_ids")
+        return descriptor, manifest, config
+
     # Writing
 
     def add_blob(self, content: bytes | Readable, media_type: str,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.ref.digest import chain_id, parse_digest
-from conformance.ref.errors import LayoutError, RefError
+from conformance.ref.errors import RefError
 from conformance.ref.layers import OPAQUE, WHITEOUT, ApplyOptions, apply_layer
 from conformance.ref.layout import Layout
 from conformance.ref.oci import Descriptor, layer_compression
@@ -146,12 +146,7 @@ class Store:
     def unpack(self, layout: Layout | str | os.PathLike[str], ref: str | None = None) -> StoredImage:
         """Unpack every layer of `ref` not already here; layers already here (same ChainID) are shared."""
         layout = layout if isinstance(layout, Layout) else Layout(layout)
-        descriptor = layout.resolve(ref)
-        manifest = layout.manifest(descriptor)
-        config = layout.config(manifest)
-        if len(config.diff_ids) != len(manifest.layers):
-            raise LayoutError(f"manifest {descriptor.digest}: {len(manifest.layers)} layers but the config has "
-                              f"{len(config.diff_ids)} diff_ids")
+        descriptor, manifest, config = layout.image(ref)
         stored: list[StoredLayer] = []
         for n, layer in enumerate(manifest.layers):
             chain = chain_id(list(config.diff_ids[:n + 1]))
