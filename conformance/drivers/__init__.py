@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "skopeo": "conformance.drivers.skopeo:SkopeoDriver",
     "docker": "conformance.drivers.docker:DockerDriver",
     "podman": "conformance.drivers.podman:PodmanDriver",
+    "fuse-overlayfs": "conformance.drivers.fuse_overlayfs:FuseOverlayfsDriver",
 }
 
 

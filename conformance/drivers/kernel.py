@@ -42,7 +42,7 @@ class KernelDriver:
     """The running kernel, checked through the probe with no userspace tool in between."""
 
     name: ClassVar[str] = "kernel"
-    areas: ClassVar[frozenset[str]] = frozenset({"host"})
+    areas: ClassVar[frozenset[str]] = frozenset({"host", "overlay"})
     description: ClassVar[str] = "the host's kernel: real mounts, namespaces and cgroups"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:

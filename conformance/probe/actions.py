@@ -41,6 +41,7 @@ _ACTIONS: dict[str, Action] = {}
 ACTION_MODULES: dict[str, str] = {
     "host": "conformance.probe.host_checks",
     "layers": "conformance.probe.layer_checks",
+    "overlay": "conformance.probe.overlay_checks",
     "hostile": "conformance.probe.hostile_checks",
     "facts": "conformance.probe.facts",
     "clean": "conformance.probe.clean",

@@ -84,6 +84,13 @@ def overlay_facts() -> JsonDict:
         # userxattr arrived in 5.11 (overlayfs.rst); user.* xattrs on a tmpfs upper in 6.6
         "userxattr": kernel >= (5, 11),
         "fuse": "fuse" in types or os.path.exists("/dev/fuse"),
+        "kernel": list(kernel),
+        # A feature the module knows has a module parameter of its name (overlayfs.rst: "Module options").
+        "redirect_dir": "redirect_dir" in params,
+        "metacopy": "metacopy" in params,
+        "index": "index" in params,
+        # The overlay scenarios build their layers on a tmpfs: user.* xattrs there need 6.6 (mm/shmem.c).
+        "tmpfs_user_xattr": kernel >= (6, 6),
     }
 
 
