@@ -1,7 +1,7 @@
 """The project's reference implementations (conformance/ref), run by the probe on the host.
 
-It offers the layers area (OCI layers, layouts, diffs); the other area issues (overlay model, runtime,
-cgroup manager) add their areas and faulty variants here.
+It offers the layers area (OCI layers, layouts, diffs, the layer store) and the overlay area (the
+overlayfs model); the runtime and cgroup manager add their areas and faulty variants here.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from conformance.drivers import Availability
+from conformance.probe.overlay_faults import OVERLAY_FAULTS
 
 if TYPE_CHECKING:
     from conformance.transport import ProbeClient
@@ -54,47 +55,8 @@ FAULTS: dict[str, str] = {
     "OCI-MEDIA-002": "refuses zstd layers (no-zstd)",
     "LAYER-SAFE-003": "takes a layer that cannot be read whole as complete (lenient-reader)",
     "OCI-LAYOUT-002": "skips a layer whose blob the layout lacks (missing-blob-as-empty)",
-    "OVL-COPYUP-001": 'the append does not copy the lower data up: upper/f is not abcdef (no-copy-up-on-write)',
-    "OVL-COPYUP-002": 'copied-up f and g get a default mode, not 0640 and 0755 (copy-up-loses-mode)',
-    "OVL-COPYUP-003": 'copied-up f is owned by 0:0, not 1000:1001 (copy-up-loses-owner)',
-    "OVL-COPYUP-004": 'copied-up f gets the copy time as mtime, not 1500000000 (copy-up-loses-mtime)',
-    "OVL-COPYUP-005": 'copied-up f has no user.colour (copy-up-loses-xattrs)',
-    "OVL-COPYUP-006": 'the parent directories a and a/b are copied up with a default mode, not 0750 and 0700 (the fault must apply to parent directories too) (copy-up-loses-mode)',
-    "OVL-COPYUP-008": 'truncate does not copy f up: upper/f is missing (truncate-without-copy-up)',
-    "OVL-COPYUP-010": 'the parent directory d is copied up owned by 0:0, not 3:3 (the fault must apply to parent directories too) (copy-up-loses-owner)',
-    "OVL-LOOKUP-001": 'reads the lower a instead of the upper a that hides it (lower-shadows-upper)',
-    "OVL-LOOKUP-002": 'shows the lower directory x (with x/child) over the upper file x, and the lower file y over the upper directory y (lower-shadows-upper)',
-    "OVL-LOOKUP-003": 'd/both, which both layers hold, reads the lower content (lower-shadows-upper)',
-    "OVL-LOOKUP-004": "the merged directory d takes the lower directory's mode 0700, uid 1 and mtime, not the upper's (the fault must apply to a merged directory's attributes too) (lower-shadows-upper)",
-    "OVL-LOOKUP-005": 'stacks lowerdir right to left reversed: f reads l2 and g reads l2 (lowers-bottom-first)',
-    "OVL-META-001": 'with metacopy=on chmod copies the data up too (metacopy-copies-data)',
-    "OVL-MOUNT-001": 'mounts userxattr with redirect_dir=on and follow (accept-bad-options)',
-    "OVL-MOUNT-002": 'mounts userxattr with metacopy=on (accept-bad-options)',
-    "OVL-MOUNT-003": 'mounts metacopy=on with redirect_dir off, follow or nofollow (accept-bad-options)',
-    "OVL-MOUNT-004": 'mounts with redirect_dir=sideways, metacopy=maybe and the like (accept-bad-options)',
-    "OVL-MOUNT-005": 'on a host whose module redirect_dir is N the lower a/d is renamed instead of EXDEV; where it is Y, b/e gets no overlay.redirect (rename-dir-without-redirect)',
-    "OVL-NONSTD-001": 'rename of the merged d succeeds instead of EXDEV (rename-dir-without-redirect)',
-    "OVL-NONSTD-002": 'with index=off the copy-up keeps the link: b reads data+ (hardlinks-kept-without-index)',
-    "OVL-OPAQUE-001": 'the opaque upper d still lists the lower d/a and d/sub (opaque-ignored)',
-    "OVL-OPAQUE-002": "the middle layer's opaque d does not hide the bottom layer's d/bottom (the fault must apply to opaque directories in lower layers too) (opaque-ignored)",
-    "OVL-OPAQUE-003": 'mkdir d over the whiteout makes a plain dir: d/a shows again (mkdir-without-opaque)',
-    "OVL-READDIR-001": 'readdir lists f and d once per layer that holds them (readdir-duplicates)',
-    "OVL-READDIR-002": 'readdir lists whited-out names (b, c, e, stray) stat cannot find (readdir-shows-whiteouts)',
-    "OVL-RENAME-001": 'rename of the lower a/d succeeds (moved without a redirect) instead of EXDEV (rename-dir-without-redirect)',
-    "OVL-RENAME-002": 'rename of the lower a/d writes no overlay.redirect, so b/e loses its lower child x (rename-dir-without-redirect)',
-    "OVL-RENAME-005": 'the rename of the deep directory succeeds without a redirect instead of EXDEV (rename-dir-without-redirect)',
-    "OVL-RMDIR-001": 'rmdir d and rmdir e succeed although lower children show (rmdir-ignores-lower-children)',
-    "OVL-RMDIR-002": 'd/a and d/b reappear after their unlink, so rmdir d fails with ENOTEMPTY (no-whiteout-on-unlink)',
-    "OVL-WHITEOUT-001": 'the lower a shows through the upper whiteout: stat a works (whiteout-ignored)',
-    "OVL-WHITEOUT-002": 'readdir / lists the whiteouts a and stray beside b (readdir-shows-whiteouts)',
-    "OVL-WHITEOUT-003": 'the lower directory d and its subtree show through the whiteout d (whiteout-ignored)',
-    "OVL-WHITEOUT-004": "the middle lower layer's whiteout a does not hide the bottom layer's a (the fault must apply to whiteouts in lower layers, not only in the upper) (whiteout-ignored)",
-    "OVL-WHITEOUT-005": 'unlink leaves no 0/0 device in upper: f, h, s, p reappear (no-whiteout-on-unlink)',
-    "OVL-WHITEOUT-006": 'unlink f leaves upper/f in place, so merged still shows f (unlink-leaves-upper-file)',
-    "OVL-WHITEOUT-007": 'unlinking the copied-up a leaves the upper file a instead of a whiteout (unlink-leaves-upper-file)',
-    "OVL-WHITEOUT-008": 'read, write, chmod... of the whited-out a reach the lower a (whiteout-ignored)',
-    "OVL-WHITEOUT-009": 'after unlink the lower f, s, p reappear, so create/symlink/mknod fail with EEXIST (no-whiteout-on-unlink)',
 }
+FAULTS.update({clause: f"{what} ({behaviour})" for clause, (behaviour, what) in OVERLAY_FAULTS.items()})
 
 
 class RefDriver:

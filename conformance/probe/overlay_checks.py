@@ -23,54 +23,14 @@ from typing import Any
 from conformance import PREFIX
 from conformance.probe import syscalls
 from conformance.probe.actions import Context, NotApplicable, action
+from conformance.probe.overlay_faults import OVERLAY_FAULTS
 from conformance.probe.overlay_ops import check_ops, run_ops
 from conformance.probe.overlay_trees import build_layer, read_tree
 
 JsonDict = dict[str, Any]
 
 #: clause ID -> the deliberately wrong behaviour of conformance/ref/overlay.py that must break it.
-FAULT_BEHAVIOURS: dict[str, str] = {
-    "OVL-COPYUP-001": "no-copy-up-on-write",
-    "OVL-COPYUP-002": "copy-up-loses-mode",
-    "OVL-COPYUP-003": "copy-up-loses-owner",
-    "OVL-COPYUP-004": "copy-up-loses-mtime",
-    "OVL-COPYUP-005": "copy-up-loses-xattrs",
-    "OVL-COPYUP-006": "copy-up-loses-mode",
-    "OVL-COPYUP-008": "truncate-without-copy-up",
-    "OVL-COPYUP-010": "copy-up-loses-owner",
-    "OVL-LOOKUP-001": "lower-shadows-upper",
-    "OVL-LOOKUP-002": "lower-shadows-upper",
-    "OVL-LOOKUP-003": "lower-shadows-upper",
-    "OVL-LOOKUP-004": "lower-shadows-upper",
-    "OVL-LOOKUP-005": "lowers-bottom-first",
-    "OVL-META-001": "metacopy-copies-data",
-    "OVL-MOUNT-001": "accept-bad-options",
-    "OVL-MOUNT-002": "accept-bad-options",
-    "OVL-MOUNT-003": "accept-bad-options",
-    "OVL-MOUNT-004": "accept-bad-options",
-    "OVL-MOUNT-005": "rename-dir-without-redirect",
-    "OVL-NONSTD-001": "rename-dir-without-redirect",
-    "OVL-NONSTD-002": "hardlinks-kept-without-index",
-    "OVL-OPAQUE-001": "opaque-ignored",
-    "OVL-OPAQUE-002": "opaque-ignored",
-    "OVL-OPAQUE-003": "mkdir-without-opaque",
-    "OVL-READDIR-001": "readdir-duplicates",
-    "OVL-READDIR-002": "readdir-shows-whiteouts",
-    "OVL-RENAME-001": "rename-dir-without-redirect",
-    "OVL-RENAME-002": "rename-dir-without-redirect",
-    "OVL-RENAME-005": "rename-dir-without-redirect",
-    "OVL-RMDIR-001": "rmdir-ignores-lower-children",
-    "OVL-RMDIR-002": "no-whiteout-on-unlink",
-    "OVL-WHITEOUT-001": "whiteout-ignored",
-    "OVL-WHITEOUT-002": "readdir-shows-whiteouts",
-    "OVL-WHITEOUT-003": "whiteout-ignored",
-    "OVL-WHITEOUT-004": "whiteout-ignored",
-    "OVL-WHITEOUT-005": "no-whiteout-on-unlink",
-    "OVL-WHITEOUT-006": "unlink-leaves-upper-file",
-    "OVL-WHITEOUT-007": "unlink-leaves-upper-file",
-    "OVL-WHITEOUT-008": "whiteout-ignored",
-    "OVL-WHITEOUT-009": "no-whiteout-on-unlink",
-}
+FAULT_BEHAVIOURS: dict[str, str] = {clause: behaviour for clause, (behaviour, _what) in OVERLAY_FAULTS.items()}
 
 _MOUNT_WAIT = 10.0  # seconds fuse-overlayfs may take to show its mount
 _IGNORED = re.compile(r"unknown argument ignored: (\S+)")  # fuse-overlayfs' words for an option it drops

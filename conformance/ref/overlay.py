@@ -19,9 +19,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from conformance.ref.ovlops import Mount, run, stat_value
+from conformance.ref.ovlmount import Mount
+from conformance.ref.ovlops import run, stat_value
 from conformance.ref.ovloptions import MountRefused, resolve
-from conformance.ref.ovltree import Errno, View, build_layer, nlink
+from conformance.ref.ovltree import Errno, View, build_layer, join, nlink
 
 #: behaviour name -> what the deliberately faulty model does wrong (the `faults` keyword of simulate).
 FAULTS: dict[str, str] = {
@@ -45,6 +46,18 @@ FAULTS: dict[str, str] = {
     "readdir-duplicates": "readdir lists a name once per layer that has it",
     "truncate-without-copy-up": "truncate changes the lower file instead of copying it up",
     "unlink-leaves-upper-file": "unlink of an upper-only file succeeds but leaves the file",
+    "whiteout-only-for-lower-entries": "unlink of a copied-up file removes it but leaves no whiteout for the lower one",
+    "copy-up-keeps-opaque": "copy-up of a directory that is opaque in a lower layer copies overlay.opaque=y",
+    "readdir-stale-after-change": "each directory's readdir repeats its first listing, ignoring later changes",
+    "copy-up-on-read": "read, stat, readdir and readlink of a lower object copy it (and its parents) up",
+    "no-copy-up-on-metadata-change": "chmod, chown and utimes change the lower file in place, not a copy in upper",
+    "metacopy-kept-after-write": "a write to a metadata-only copy keeps overlay.metacopy and copies no lower data",
+    "metacopy-when-off": "chmod makes a metadata-only copy (overlay.metacopy, no data) also with metacopy=off",
+    "link-without-copy-up": "link(lower a, b) makes b a separate copy of a in upper and leaves a in the lower layer",
+    "index-ignored": "copy-up breaks lower hard links also with index=on",
+    "rename-dir-always-exdev": "rename of any directory fails with EXDEV, pure upper ones included",
+    "no-whiteout-on-rename": "rename of a lower non-directory leaves no whiteout at the old name",
+    "redirect-followed-with-nofollow": "an overlay.redirect is followed whatever redirect_dir says, nofollow too",
 }
 
 
@@ -63,7 +76,8 @@ def simulate(params: Mapping[str, Any], *, defaults: Mapping[str, str] | None = 
     if "lowers-bottom-first" in faults:
         lowers.reverse()
     upper = build_layer(params.get("upper") or [])
-    view = View(upper, lowers, follow_redirects=config.redirect_follow, faults=faults)
+    follow = config.redirect_follow or "redirect-followed-with-nofollow" in faults
+    view = View(upper, lowers, follow_redirects=follow, faults=faults)
     mount = Mount(view, config, now=int(time.time()), faults=faults)
     results: list[dict[str, Any]] = []
     for op in params.get("ops") or []:
@@ -81,7 +95,11 @@ def merged_tree(mount: Mount) -> dict[str, Any]:
     while todo:
         folder = todo.pop()
         for name in mount.view.readdir(folder, listing=False):
-            found = mount.view.child(folder, name)
+            try:
+                found = mount.view.child(folder, name)
+            except Errno as failed:  # what the executors record for a name lstat cannot reach
+                tree[join(folder.path, name)] = {"type": "unreachable", "errno": failed.name}
+                continue
             if found is None:
                 continue
             node = mount.view.inode(found)

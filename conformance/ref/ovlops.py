@@ -1,21 +1,16 @@
 """Operations on the overlay model's merged view: what each system call changes in the upper layer.
 
-Each operation works as the kernel's does: it looks the path up in the merged view (ovltree.View),
-copies up what it is about to change (overlayfs.rst § Non-directories), and writes only to the upper
-layer, leaving whiteouts (§ whiteouts and opaque directories), opaque directories and redirects
-(§ renaming directories) where the kernel would. Failures raise ovltree.Errno with the errno name.
+Each operation works as the kernel's does: it looks the path up in the merged view through the mount
+(ovlmount.Mount), copies up what it is about to change, and writes only to the upper layer, leaving
+whiteouts, opaque directories and redirects (§ renaming directories) where the kernel would. Failures
+raise ovltree.Errno with the errno name.
 
-What 6.18 writes that the doc does not say, seen on tmpfs layers (the executors' sandbox):
-- "overlay.origin" (a file handle) on every copied-up directory, and on a copied-up non-directory
-  unless its lower inode has more than one link and index is off ("don't set origin when we are breaking
-  the association with a lower hard link", fs/overlayfs/copy_up.c);
-- "overlay.impure" = "y" on the upper directory a lower object is copied up into, and on the directory
-  a copied-up object or a redirected directory is renamed into from another directory;
-- whiteouts made by unlink and rmdir are hard links of one whiteout kept in the work (or index) dir,
-  so their st_nlink is their number + 1; a rename's whiteout (RENAME_WHITEOUT) is a fresh inode;
+What 6.18 does on rename that the doc does not say:
+- "overlay.impure" = "y" on the directory a copied-up object or a redirected directory is renamed into
+  from another directory;
+- a rename's whiteout (RENAME_WHITEOUT) is a fresh inode, not a link of the shared one;
 - a pure upper directory renamed into a merged directory is made opaque (fs/overlayfs/dir.c
-  ovl_rename: ovl_set_opaque_xerr), so it does not merge with a lower directory of its new name;
-- a metacopy copy-up writes a sparse file of the lower size and an empty "overlay.metacopy".
+  ovl_rename: ovl_set_opaque_xerr), so it does not merge with a lower directory of its new name.
 """
 
 from __future__ import annotations
@@ -24,182 +19,8 @@ import posixpath
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from conformance.ref.ovloptions import Config
-from conformance.ref.ovltree import Errno, Inode, Merged, View, join, nlink
-
-_MAX_HOPS = 40  # symlinks followed in one path walk before ELOOP (include/linux/namei.h MAXSYMLINKS)
-_SETID = 0o6000
-
-
-class Mount:
-    """One mounted overlay in the model: its view, its configuration and the time it stamps on changes."""
-
-    def __init__(self, view: View, config: Config, *, now: int, faults: frozenset[str] = frozenset()) -> None:
-        self.view = view
-        self.upper = view.upper
-        self.config = config
-        self.now = now
-        self.faults = faults
-        self.shared_whiteout: Inode | None = None
-
-    # --- lookups -----------------------------------------------------------------------------------
-
-    def walk(self, path: str, *, follow: bool) -> Merged:
-        """Resolve path in the merged view; symlinks in the middle always followed, at the end if follow.
-
-        An absolute symlink target points outside the mount (at the host's root): the model cannot see
-        there and answers ENOENT.
-        """
-        todo = [p for p in path.split("/") if p not in ("", ".")]
-        current = self.view.root()
-        hops = 0
-        while todo:
-            name = todo.pop(0)
-            if not self.view.is_dir(current):
-                raise Errno("ENOTDIR")
-            if name == "..":
-                current = self.walk(posixpath.dirname(current.path), follow=False)
-                continue
-            found = self.view.child(current, name)
-            if found is None:
-                raise Errno("ENOENT")
-            if self.view.kind(found) == "symlink" and (todo or follow):
-                hops += 1
-                target = self.view.inode(found).target
-                if hops > _MAX_HOPS:
-                    raise Errno("ELOOP")
-                if target.startswith("/"):
-                    raise Errno("ENOENT")
-                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-                continue
-            current = found
-        return current
-
-    def parent(self, path: str) -> tuple[Merged, str]:
-        """The directory an entry is made or removed in, and the entry's name."""
-        head, name = posixpath.split(path.strip("/"))
-        folder = self.walk(head, follow=True)
-        if not self.view.is_dir(folder):
-            raise Errno("ENOTDIR")
-        return folder, name
-
-    def lower_positive(self, folder: Merged, name: str) -> bool:
-        """Whether a lower layer below folder shows name (fs/overlayfs/namei.c ovl_lower_positive).
-
-        This decides whether removing the name needs a whiteout (§ whiteouts and opaque directories).
-        """
-        for layer, path in folder.lowers:
-            node = self.view.lowers[layer].get(join(path, name))
-            if node is not None:
-                return not node.whiteout
-        return False
-
-    # --- copy up -----------------------------------------------------------------------------------
-
-    def copy_up(self, found: Merged, *, meta: bool = False) -> Inode:
-        """Make found an upper object (§ Non-directories: "copy_up"), parents first.
-
-        "It then creates the object with the same metadata (owner, mode, mtime, symlink-target etc.) and
-        then if the object is a file, the data is copied ... Finally any extended attributes are copied
-        up." A directory is copied up without its contents. With meta and metacopy=on (§ Metadata only
-        copy up) a regular file's data stays below until a write needs it.
-        """
-        if found.upper is None and found.path in self.upper and self.view.is_dir(found):
-            found.upper = self.upper[found.path]  # copied up since found was looked up (as a parent)
-        if found.upper is not None:
-            if not meta and found.upper.data is not None:  # the delayed data copy of a metacopy file
-                found.upper.content = found.upper.data.content
-                found.upper.data = None
-                found.upper.xattrs.pop("overlay.metacopy", None)
-            return found.upper
-        folder = self.walk(posixpath.dirname(found.path), follow=False)
-        parent = self.copy_up(folder)
-        layer, path = found.lowers[0]
-        lower = self.view.lowers[layer][path]
-        links = nlink(self.view.lowers[layer], path)
-        keep_links = self.config.index or "hardlinks-kept-without-index" in self.faults
-        indexed = self.view.index.get((layer, id(lower)))
-        if indexed is not None:  # § index: another name of a hard link already copied up
-            self.upper[found.path] = indexed
-            found.upper = indexed
-            return self.copy_up(found, meta=meta)
-        node = lower.copy()
-        node.data = None
-        node.xattrs = {k: v for k, v in lower.xattrs.items() if not k.startswith("overlay.")}
-        self._faulty_copy(node)
-        if node.kind == "dir" or links == 1 or self.config.index:
-            node.xattrs["overlay.origin"] = "*"
-        if meta and self.config.metacopy and node.kind == "file" and "metacopy-copies-data" not in self.faults:
-            node.content = "\0" * len(lower.content.encode())
-            node.data = lower
-            node.xattrs["overlay.metacopy"] = ""
-        if node.kind != "dir" and links > 1 and keep_links:
-            self.view.index[(layer, id(lower))] = node
-            if self.config.index:
-                node.extra_links = 1  # the index entry (work/index/<origin handle>)
-                node.ovl_nlink = links
-        self.upper[found.path] = node
-        found.upper = node
-        parent.xattrs["overlay.impure"] = "y"
-        return node
-
-    def _faulty_copy(self, node: Inode) -> None:
-        if "copy-up-loses-mode" in self.faults:
-            node.mode = 0o755 if node.kind == "dir" else 0o644
-        if "copy-up-loses-owner" in self.faults:
-            node.uid = node.gid = 0
-        if "copy-up-loses-xattrs" in self.faults:
-            node.xattrs = {}
-        if "copy-up-loses-mtime" in self.faults:
-            node.mtime = self.now
-
-    # --- helpers -----------------------------------------------------------------------------------
-
-    def whiteout(self, path: str) -> None:
-        """Leave a whiteout at path: a link of the mount's one shared whiteout (fs/overlayfs/dir.c ovl_whiteout)."""
-        if self.shared_whiteout is None:
-            self.shared_whiteout = Inode("chardev", 0, mtime=self.now, extra_links=1)
-        self.upper[path] = self.shared_whiteout
-
-    def remove_upper(self, path: str) -> None:
-        """Take path and everything under it out of the upper layer."""
-        for name in [p for p in self.upper if p == path or p.startswith(path + "/")]:
-            del self.upper[name]
-
-    def new_entry(self, path: str, node: Inode) -> None:
-        """Create a pure upper object, replacing the whiteout that may be there; opaque if a dir over one."""
-        folder, name = self.parent(path)
-        if self.view.child(folder, name) is not None:
-            raise Errno("EEXIST")
-        parent = self.copy_up(folder)
-        path = join(folder.path, name)  # the parent's own path: a symlink on the way is resolved
-        over_whiteout = path in self.upper and self.upper[path].whiteout
-        # § whiteouts and opaque directories; seen on 6.18: with redirect_dir=on every new directory in a
-        # merged one is made opaque, and with index=on too (fs/overlayfs/dir.c ovl_create_upper).
-        opaque = over_whiteout or ((self.config.redirect_create or self.config.index) and self.view.merged_dir(folder))
-        if node.kind == "dir" and opaque and "mkdir-without-opaque" not in self.faults:
-            node.xattrs["overlay.opaque"] = "y"
-        self.upper[path] = node
-        parent.mtime = self.now
-
-    def data_file(self, path: str) -> Merged:
-        """The regular file an open for write reaches (symlinks followed)."""
-        found = self.walk(path, follow=True)
-        if self.view.is_dir(found):
-            raise Errno("EISDIR")
-        if self.view.kind(found) == "fifo":
-            raise Errno("ENXIO")  # the model's answer: the executors' blocking open would wait for a reader
-        return found
-
-    def change_data(self, found: Merged, change: Callable[[str], str], *, fault: str) -> None:
-        """Copy up with data and change the content; under the fault, change the lower file in place."""
-        if found.upper is None and fault in self.faults:
-            lower = self.view.inode(found)
-            lower.content = change(lower.content)
-            return
-        node = self.copy_up(found)
-        node.content = change(node.content)
-        node.mtime = self.now
+from conformance.ref.ovlmount import Mount
+from conformance.ref.ovltree import Errno, Inode, Merged, join, nlink
 
 
 def _pad(content: str, size: int) -> str:
@@ -226,7 +47,7 @@ def run(mount: Mount, op: Op) -> Any:
 
 
 def _read(m: Mount, op: Op) -> str:
-    found = m.walk(str(op["path"]), follow=True)
+    found = m.looked_at(m.walk(str(op["path"]), follow=True))
     if m.view.is_dir(found):
         raise Errno("EISDIR")
     node = m.view.inode(found)
@@ -286,6 +107,9 @@ def _meta(change: Callable[[Inode, Op], None], *, xattr: bool = False) -> Callab
         found = m.walk(str(op["path"]), follow=True)
         if xattr and m.view.kind(found) not in ("file", "dir"):
             raise Errno("EPERM")  # user.* xattrs only on regular files and directories (xattr(7))
+        if found.upper is None and "no-copy-up-on-metadata-change" in m.faults:
+            change(m.view.inode(found), op)  # the lower inode itself: the merged view changes, upper does not
+            return
         change(m.copy_up(found, meta=True), op)
     return apply
 
@@ -306,7 +130,8 @@ def _unlink(m: Mount, op: Op) -> None:
         node.ovl_nlink -= 1
     if found.upper is not None and not ("unlink-leaves-upper-file" in m.faults and not positive):
         del m.upper[path]
-    if positive and "no-whiteout-on-unlink" not in m.faults:
+    copied = found.upper is not None and "whiteout-only-for-lower-entries" in m.faults
+    if positive and "no-whiteout-on-unlink" not in m.faults and not copied:
         m.whiteout(path)
     parent.mtime = m.now
 
@@ -344,8 +169,14 @@ def _link(m: Mount, op: Op) -> None:
     if m.view.is_dir(source):
         raise Errno("EPERM")
     to = join(folder.path, name)
-    node = m.copy_up(source, meta=True)  # § Non-directories: "creating a hard-link also requires copy_up"
     parent = m.copy_up(folder)
+    if source.upper is None and "link-without-copy-up" in m.faults:
+        copy = m.view.inode(source).copy()  # a separate copy of the lower data; the lower a stays as it is
+        copy.xattrs, copy.data = {}, None
+        m.upper[to] = copy
+        parent.mtime = m.now
+        return
+    node = m.copy_up(source, meta=True)  # § Non-directories: "creating a hard-link also requires copy_up"
     m.upper[to] = node
     if node.ovl_nlink:
         node.ovl_nlink += 1
@@ -375,6 +206,8 @@ def _rename(m: Mount, op: Op) -> None:
         raise Errno("ENOTDIR")
     if dst is not None and not is_dir and m.view.is_dir(dst):
         raise Errno("EISDIR")
+    if is_dir and "rename-dir-always-exdev" in m.faults:
+        raise Errno("EXDEV")
     lowerish = is_dir and bool(src.lowers)
     no_redirect = "rename-dir-without-redirect" in m.faults
     if lowerish and not m.config.redirect_create and not no_redirect:
@@ -390,6 +223,8 @@ def _rename(m: Mount, op: Op) -> None:
     if (lowerish or node.data is not None) and not no_redirect:
         if not (redirect and (samedir or redirect.startswith("/"))):
             lower_path = src.lowers[0][1] if lowerish else src.path
+            if not samedir and len(lower_path) + 1 > m.config.redirect_max:
+                raise Errno("EXDEV")  # fs/overlayfs/dir.c ovl_get_redirect: no room for the path in redirect_max
             node.xattrs["overlay.redirect"] = sname if samedir else "/" + lower_path
     elif is_dir and not lowerish and "overlay.opaque" not in node.xattrs and m.view.merged_dir(dfolder):
         node.xattrs["overlay.opaque"] = "y"
@@ -404,7 +239,8 @@ def _rename(m: Mount, op: Op) -> None:
     m.remove_upper(to)
     for path in sorted(p for p in m.upper if p == src.path or p.startswith(src.path + "/")):
         m.upper[to + path[len(src.path):]] = m.upper.pop(path)
-    if positive:  # RENAME_WHITEOUT, or RENAME_EXCHANGE with a whiteout already at the target
+    # RENAME_WHITEOUT, or RENAME_EXCHANGE with a whiteout already at the target
+    if positive and "no-whiteout-on-rename" not in m.faults:
         m.upper[src.path] = dst_whiteout if dst_whiteout is not None else Inode("chardev", 0, mtime=m.now)
     sparent.mtime = dparent.mtime = m.now
 
@@ -422,14 +258,17 @@ def _set_xattr(node: Inode, op: Op) -> None:
 
 
 def _readdir(m: Mount, op: Op) -> list[str]:
-    found = m.walk(str(op["path"]), follow=True)
+    found = m.looked_at(m.walk(str(op["path"]), follow=True))
     if not m.view.is_dir(found):
         raise Errno("ENOTDIR")
-    return m.view.readdir(found)
+    listing = m.view.readdir(found)
+    if "readdir-stale-after-change" in m.faults:
+        return m.listings.setdefault(found.path, listing)
+    return listing
 
 
 def _readlink(m: Mount, op: Op) -> str:
-    node = m.view.inode(m.walk(str(op["path"]), follow=False))
+    node = m.view.inode(m.looked_at(m.walk(str(op["path"]), follow=False)))
     if node.kind != "symlink":
         raise Errno("EINVAL")
     return node.target
@@ -443,7 +282,7 @@ def _mknod(m: Mount, op: Op) -> None:
 
 OPS: dict[str, Callable[[Mount, Op], Any]] = {
     "read": _read,
-    "stat": lambda m, op: stat_value(m, m.walk(str(op["path"]), follow=False)),
+    "stat": lambda m, op: stat_value(m, m.looked_at(m.walk(str(op["path"]), follow=False))),
     "readdir": _readdir,
     "readlink": _readlink,
     "create": _create,

@@ -53,6 +53,7 @@ class Config:
     nfs_export: bool
     userxattr: bool
     xino: str
+    redirect_max: int = 256  # module parameter: longest absolute redirect a rename may write (overlayfs.rst)
 
 
 def _yes(value: Any) -> bool:
@@ -120,7 +121,13 @@ def resolve(options: Mapping[str, Any], defaults: Mapping[str, Any], *, accept_b
         redirect, metacopy = "nofollow", False
     return Config(redirect_create=redirect == "on", redirect_follow=redirect in ("on", "follow"),
                   metacopy=metacopy, index=index, nfs_export=nfs_export, userxattr=userxattr,
-                  xino=str(given.get("xino", "auto" if _yes(defaults.get("xino_auto", "N")) else "off")))
+                  xino=str(given.get("xino", "auto" if _yes(defaults.get("xino_auto", "N")) else "off")),
+                  redirect_max=_number(defaults.get("redirect_max"), 256))
+
+
+def _number(value: Any, default: int) -> int:
+    """A numeric module parameter as sysfs prints it, or the doc's default where the host has none."""
+    return int(value) if str(value).strip().isdigit() else default
 
 
 def _refuse(reason: str) -> None:

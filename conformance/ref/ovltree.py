@@ -148,7 +148,8 @@ class View:
 
     def inode(self, found: Merged) -> Inode:
         """The inode whose attributes a stat of the merged object shows: the upper one, else the top lower."""
-        if found.upper is not None:
+        shadowed = "lower-shadows-upper" in self.faults and found.lowers  # the fault reaches merged dirs too
+        if found.upper is not None and not shadowed:
             return found.upper
         layer, path = found.lowers[0]
         lower = self.lowers[layer][path]
@@ -213,9 +214,10 @@ class View:
                 break
             if node.whiteout:
                 continue
+            hides = node.kind != "dir" or (upper is not None and upper.kind != "dir")
+            if hides and upper is not None and "lower-shadows-upper" in self.faults:
+                return Merged(path, None, [(layer, lower_path)])
             if node.kind != "dir":
-                if upper is not None and upper.kind != "dir" and "lower-shadows-upper" in self.faults:
-                    return Merged(path, None, [(layer, lower_path)])
                 if not found.lowers and (upper is None or upper.kind != "dir"):
                     found.lowers.append((layer, lower_path))
                 break

@@ -332,6 +332,20 @@ FAULT_SCENARIOS: dict[str, dict[str, Any]] = {
     "readdir-duplicates": {"lowers": [[d("e"), f("e/x")], [d("e"), f("e/x")]], "ops": [op("readdir", "e")]},
     "truncate-without-copy-up": {"ops": [op("truncate", "g", size=0)]},
     "unlink-leaves-upper-file": {"ops": [op("create", "n"), op("unlink", "n")]},
+    "whiteout-only-for-lower-entries": {"ops": [op("append", "g", content="+"), op("unlink", "g")]},
+    "copy-up-keeps-opaque": {"lowers": [[d("e", opaque=True)], [d("e"), f("e/x")]], "ops": [op("create", "e/n")]},
+    "readdir-stale-after-change": {"ops": [op("readdir", "e"), op("create", "e/n"), op("readdir", "e")]},
+    "copy-up-on-read": {"ops": [op("read", "e/x")]},
+    "no-copy-up-on-metadata-change": {"ops": [op("chmod", "g", mode=0o600)]},
+    "metacopy-kept-after-write": {"options": {"metacopy": "on"},
+                                  "ops": [op("chmod", "d/f", mode=0o600), op("append", "d/f", content="+")]},
+    "metacopy-when-off": {"options": {"metacopy": "off"}, "ops": [op("chmod", "d/f", mode=0o600)]},
+    "link-without-copy-up": {"ops": [op("link", "g", to="h")]},
+    "index-ignored": {"options": {"index": "on"}, "ops": [op("write", "a", content="n"), op("read", "a2")]},
+    "rename-dir-always-exdev": {"ops": [op("mkdir", "n"), op("rename", "n", to="m")]},
+    "no-whiteout-on-rename": {"ops": [op("rename", "g", to="h")]},
+    "redirect-followed-with-nofollow": {"upper": [d("n", xattrs={"trusted.overlay.redirect": "/e"})],
+                                        "options": {"redirect_dir": "nofollow"}, "ops": [op("readdir", "n")]},
 }
 
 

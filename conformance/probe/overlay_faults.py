@@ -1,9 +1,9 @@
-"""The overlay area's teeth: for each clause, the reference model's faulty behaviour that must break its test.
+"""Each overlay clause's teeth: the reference model's faulty behaviour that must break the clause's test.
 
-The model (conformance/ref/overlay.py) knows its faults by behaviour, never by clause; the probe maps a
-clause ID to one of these names (conformance/probe/overlay_checks.py FAULT_BEHAVIOURS), so that
-`conformance run --faults` shows each overlay test failing against a model that does that one thing wrong.
-Each entry says what the faulty model does and why the test sees it.
+The model (conformance/ref/overlay.py) knows its faults by behaviour, never by clause; this table maps a
+clause to one, so that `conformance run --faults --impl ref` shows each overlay test failing against a
+model that does that one thing wrong. It lives with the probe (stdlib data, shipped in the probe bundle)
+because the probe runs the model; drivers/ref.py lists the same entries for the report.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ OVERLAY_FAULTS: dict[str, tuple[str, str]] = {
                          "apply to whiteouts in lower layers, not only in the upper)"),
     "OVL-WHITEOUT-005": ("no-whiteout-on-unlink", "unlink leaves no 0/0 device in upper: f, h, s, p reappear"),
     "OVL-WHITEOUT-006": ("unlink-leaves-upper-file", "unlink f leaves upper/f in place, so merged still shows f"),
-    "OVL-WHITEOUT-007": ("unlink-leaves-upper-file",
-                         "unlinking the copied-up a leaves the upper file a instead of a whiteout"),
+    "OVL-WHITEOUT-007": ("whiteout-only-for-lower-entries",
+                         "unlinking the copied-up a leaves no whiteout, so the lower a shows again"),
     "OVL-WHITEOUT-008": ("whiteout-ignored", "read, write, chmod... of the whited-out a reach the lower a"),
     "OVL-WHITEOUT-009": ("no-whiteout-on-unlink",
                          "after unlink the lower f, s, p reappear, so create/symlink/mknod fail with EEXIST"),
@@ -88,25 +88,4 @@ OVERLAY_FAULTS: dict[str, tuple[str, str]] = {
                       "it is Y, b/e gets no overlay.redirect"),
     "OVL-NONSTD-001": ("rename-dir-without-redirect", "rename of the merged d succeeds instead of EXDEV"),
     "OVL-NONSTD-002": ("hardlinks-kept-without-index", "with index=off the copy-up keeps the link: b reads data+"),
-}
-
-#: Faulty behaviours the clauses above need that the model's list does not have yet: name -> what it does.
-NEEDED_BEHAVIOURS: dict[str, str] = {
-    "copy-up-keeps-opaque": "copy-up of a directory that is opaque in a lower layer copies overlay.opaque=y to upper",
-    "readdir-stale-after-change": "readdir of a directory returns the listing of its first readdir in the scenario, "
-                                  "ignoring names created or removed since",
-    "copy-up-on-read": "read, stat, readdir and readlink of a lower object copy it (and its parents) up",
-    "no-copy-up-on-metadata-change": "chmod, chown and utimes of a lower file change only the model's merged view, "
-                                     "not the upper dir (no copy-up)",
-    "metacopy-kept-after-write": "a write-open of a metadata-only copy writes the new bytes without copying the "
-                                 "lower data up and keeps overlay.metacopy",
-    "metacopy-when-off": "metadata-only copy-up (overlay.metacopy, no data) also with metacopy=off",
-    "link-without-copy-up": "link(lower a, b) creates b in upper as a separate copy of a's data and leaves a in the "
-                            "lower layer (both with one link)",
-    "index-ignored": "copy-up breaks lower hard links also with index=on (as with index=off)",
-    "rename-dir-always-exdev": "rename(2) of any directory fails with EXDEV, pure upper ones included",
-    "no-whiteout-on-rename": "rename(2) of a lower non-directory copies it up to the new name but leaves no whiteout "
-                             "at the old name (so the lower one shows again there)",
-    "redirect-followed-with-nofollow": "an overlay.redirect found on a directory in a layer is followed whatever "
-                                       "redirect_dir says, nofollow included",
 }
