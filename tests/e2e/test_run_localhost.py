@@ -23,7 +23,9 @@ pytestmark = [needs_root(), pytest.mark.slow]
 SCHEMA = Path(__file__).resolve().parents[2] / "conformance" / "report" / "schema" / "results.schema.json"
 HOST_CLAUSES = [c.id for c in load_catalogue().select(("host",))]
 LAYER_CLAUSES = [c.id for c in load_catalogue().select(("layers",))]
-RUN_CLAUSES = HOST_CLAUSES + LAYER_CLAUSES  # the areas a default run covers: kernel (host) and ref (layers)
+OVERLAY_CLAUSES = [c.id for c in load_catalogue().select(("overlay",))]
+REF_CLAUSES = LAYER_CLAUSES + OVERLAY_CLAUSES  # what the reference implementations answer
+RUN_CLAUSES = HOST_CLAUSES + REF_CLAUSES  # the areas a default run covers: host (kernel), layers, overlay
 
 
 def _run(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
@@ -54,15 +56,17 @@ def test_results_validate_against_the_shipped_schema(clean_run: Any) -> None:
 
 def test_every_host_clause_has_a_verdict_and_the_facts_are_there(clean_run: Any) -> None:
     _done, results, _run_dir = clean_run
-    seen = {r["clause"]: r["verdict"] for r in results["results"] if r["implementation"] == "kernel"}
+    seen = {r["clause"]: r["verdict"] for r in results["results"] if r["area"] == "host"}
     assert sorted(seen) == sorted(HOST_CLAUSES)
     assert set(seen.values()) <= {"pass", "warn", "fail", "skip", "xfail"}
     [local] = results["hosts"]
     assert local["reachable"] and local["facts"]["cgroup"]["mode"] in ("v1", "v2", "hybrid")
     assert local["facts"]["kernel"]["release"] == os.uname().release
-    layers = {r["clause"]: r["verdict"] for r in results["results"] if r["implementation"] == "ref"}
-    assert sorted(layers) == sorted(LAYER_CLAUSES)
-    assert set(layers.values()) == {"pass"}
+    ref = {r["clause"]: r["verdict"] for r in results["results"] if r["implementation"] == "ref"}
+    assert sorted(ref) == sorted(REF_CLAUSES)
+    assert set(ref.values()) == {"pass"}
+    overlay = {r["clause"] for r in results["results"] if r["implementation"] in ("kernel", "fuse-overlayfs")}
+    assert set(OVERLAY_CLAUSES) <= overlay  # the model's answers sit beside the real overlays' on this host
 
 
 def test_exit_code_follows_the_verdicts(clean_run: Any) -> None:
@@ -94,10 +98,11 @@ def test_host_is_left_as_found(clean_run: Any) -> None:
     assert leftover_engine_objects() == []  # docker containers and images of the run are gone too
 
 
-@pytest.mark.parametrize(("area", "clauses"), [("host", HOST_CLAUSES), ("layers", LAYER_CLAUSES)])
+@pytest.mark.parametrize(("area", "clauses"), [("host", HOST_CLAUSES), ("layers", LAYER_CLAUSES),
+                                               ("overlay", OVERLAY_CLAUSES)])
 def test_every_clause_has_teeth(tmp_path: Path, area: str, clauses: list[str]) -> None:
-    """Each clause's faulty variant (kernel for host, ref for layers) is caught: its verdict is fail (at MAY)."""
-    impl = {"host": "kernel", "layers": "ref"}[area]  # the faulty variants are theirs; the tools have none
+    """Each clause's faulty variant (kernel for host, ref otherwise) is caught: its verdict is fail (at MAY)."""
+    impl = {"host": "kernel"}.get(area, "ref")  # the faulty variants are theirs; the tools have none
     _done, results, _run_dir = _run(tmp_path, "--faults", "--level", "MAY", "--area", area, "--impl", impl)
     faulty: dict[str, set[str]] = {}
     for r in results["results"]:
