@@ -101,6 +101,7 @@ REQUIREMENTS: dict[str, tuple[str, Any, str]] = {
     "overlay-redirect-dir": ("overlay.redirect_dir", True, "the overlay module has no redirect_dir feature"),
     "overlay-metacopy": ("overlay.metacopy", True, "the overlay module has no metacopy feature (4.19 or later)"),
     "overlay-index": ("overlay.index", True, "the overlay module has no index feature (4.13 or later)"),
+    "overlay-data-only": ("overlay.data_only", True, "overlay data-only lower layers need kernel 6.5 or later"),
     "tmpfs-user-xattr": ("overlay.tmpfs_user_xattr", True, "user.* xattrs on tmpfs need kernel 6.6 or later"),
     "cgroup-v2": ("cgroup.mode", "v2", "the host does not run the unified cgroup v2 hierarchy"),
     "seccomp": ("security.seccomp.supported", True, "the kernel has no seccomp"),

@@ -60,6 +60,8 @@ def run(args: argparse.Namespace, resolve: Any) -> int:
                 for n, result in enumerate(first.get("results") or []):
                     print(f"  op {n} {json.dumps(scenario.params['ops'][n], sort_keys=True)} -> "
                           f"{result.get('errno') or 'ok'} {json.dumps(result.get('value'))}")
+                for path, node in (first.get("upper") or {}).items():
+                    print(f"  upper {path}: {_describe(node)}")
             if args.against:
                 lines = differences(seen[args.impl], seen[args.against], (args.impl, args.against),
                                     scenario.params.get("ops", ()))
@@ -74,3 +76,18 @@ def run(args: argparse.Namespace, resolve: Any) -> int:
         for client in found.clients.values():
             client.remove_bundle()
     return status
+
+
+def _describe(node: dict[str, Any]) -> str:
+    """One upper entry as a person reads it: a whiteout by name, xattrs as key=value."""
+    kind = str(node.get("type"))
+    if kind == "chardev" and list(node.get("rdev") or []) == [0, 0]:
+        text = "whiteout (char 0/0)"
+    else:
+        text = f"{kind} {int(node.get('mode', 0)):04o} {node.get('uid')}:{node.get('gid')}"
+        if kind == "file":
+            text += f" {json.dumps(node.get('content'))}"
+        elif kind == "symlink":
+            text += f" -> {node.get('target')}"
+    xattrs = node.get("xattrs") or {}
+    return text + "".join(f" {key}={value}" for key, value in sorted(xattrs.items()))

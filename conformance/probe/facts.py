@@ -89,6 +89,8 @@ def overlay_facts() -> JsonDict:
         "redirect_dir": "redirect_dir" in params,
         "metacopy": "metacopy" in params,
         "index": "index" in params,
+        # Data-only lower layers ("lowerdir=l1::data") arrived in 6.5 (fs/overlayfs/params.c).
+        "data_only": kernel >= (6, 5),
         # The overlay scenarios build their layers on a tmpfs: user.* xattrs there need 6.6 (mm/shmem.c).
         "tmpfs_user_xattr": kernel >= (6, 6),
     }

@@ -45,16 +45,19 @@ def overlay_run(params: JsonDict, ctx: Context) -> JsonDict:
     if ctx.implementation not in ("kernel", "fuse-overlayfs"):
         raise NotApplicable(f"{ctx.implementation} does not implement overlay mounts")
     check_ops(list(params.get("ops") or []))
+    if ctx.implementation == "fuse-overlayfs" and params.get("data_lowers"):
+        raise NotApplicable("fuse-overlayfs has no data-only lower layers (lowerdir=...::data)")
     options: JsonDict = dict(params.get("options") or {})
     # umask 0: a create or mkdir op gets exactly the mode it names, as in the model.
     old_umask = os.umask(0)
     ctx.sandbox.defer("restore umask", lambda: _set_umask(old_umask))
-    lowers, upper, work, merged = _build(params, ctx, userxattr=bool(options.get("userxattr")))
+    lowers, data_only, upper, work, merged = _build(params, ctx, userxattr=bool(options.get("userxattr")))
     result: JsonDict = {"mount_error": None, "results": [], "merged": {}, "upper": {}}
     # fuse-overlayfs refuses the mount for any redirect_dir but off (and does no redirects): leave it out.
     if ctx.implementation == "fuse-overlayfs" and options.get("redirect_dir", "off") != "off":
         result["ignored_options"] = _option_words({"redirect_dir": options.pop("redirect_dir")})
-    data = ",".join([f"lowerdir={':'.join(lowers)}", f"upperdir={upper}", f"workdir={work}",
+    stack = ":".join(lowers) + "".join(f"::{path}" for path in data_only)  # overlayfs.rst: "::" before data-only
+    data = ",".join([f"lowerdir={stack}", f"upperdir={upper}", f"workdir={work}",
                      *_option_words(options)])
     mount = _mount_kernel if ctx.implementation == "kernel" else _mount_fuse
     unmount = mount(ctx, data, merged, result)
@@ -67,17 +70,21 @@ def overlay_run(params: JsonDict, ctx: Context) -> JsonDict:
     return result
 
 
-def _build(params: JsonDict, ctx: Context, *, userxattr: bool) -> tuple[list[str], str, str, str]:
-    """The lower dirs (top first), upper, work and merged dirs on the sandbox's tmpfs."""
+def _build(params: JsonDict, ctx: Context, *, userxattr: bool) -> tuple[list[str], list[str], str, str, str]:
+    """The lower dirs (top first), the data-only lower dirs, upper, work and merged dirs on the sandbox's tmpfs."""
     lowers: list[str] = []
     for n, entries in enumerate(params.get("lowers") or []):
         lowers.append(ctx.sandbox.path(f"lower{n}"))
         build_layer(lowers[-1], entries, userxattr=userxattr)
+    data_only: list[str] = []
+    for n, entries in enumerate(params.get("data_lowers") or []):
+        data_only.append(ctx.sandbox.path(f"data{n}"))
+        build_layer(data_only[-1], entries, userxattr=userxattr)
     upper, work, merged = (ctx.sandbox.path(name) for name in ("upper", "work", "merged"))
     build_layer(upper, params.get("upper") or [], userxattr=userxattr)
     os.mkdir(work, 0o755)
     os.mkdir(merged, 0o755)
-    return lowers, upper, work, merged
+    return lowers, data_only, upper, work, merged
 
 
 def _set_umask(mask: int) -> None:

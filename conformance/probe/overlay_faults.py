@@ -88,4 +88,8 @@ OVERLAY_FAULTS: dict[str, tuple[str, str]] = {
                       "it is Y, b/e gets no overlay.redirect"),
     "OVL-NONSTD-001": ("rename-dir-without-redirect", "rename of the merged d succeeds instead of EXDEV"),
     "OVL-NONSTD-002": ("hardlinks-kept-without-index", "with index=off the copy-up keeps the link: b reads data+"),
+    "OVL-DATA-001": ("data-only-merged", "the data-only layer's only-data and blobs show in the merged root"),
+    "OVL-DATA-002": ("metacopy-redirect-ignored",
+                     "m reads as its own zero bytes instead of the blob, and the copied-up n holds zeros + \"+\""),
+    "OVL-DATA-003": ("accept-bad-options", "mounts lowerdir=::data, using the data-only layer as the lower one"),
 }

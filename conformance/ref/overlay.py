@@ -10,7 +10,8 @@ whiteouts, redirects). Checked against 6.18 on tmpfs layers; where 6.18 wrote mo
 
 Known limits: index=on is modelled for hard links only (aliases share the copied-up inode, st_nlink from
 the lower count, "overlay.nlink" as "U+<delta>"), not for directories or nfs_export; redirects are
-followed from the upper layer only; data-only layers, verity, xwhiteouts and nesting are out.
+followed from the upper layer only; data-only layers are modelled for reads and copy-up of the metacopy
+files that point into them (ovltree.link_data); verity, xwhiteouts and nesting are out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from conformance.ref.ovlmount import Mount
 from conformance.ref.ovlops import run, stat_value
 from conformance.ref.ovloptions import MountRefused, resolve
-from conformance.ref.ovltree import Errno, View, build_layer, join, nlink
+from conformance.ref.ovltree import Errno, View, build_layer, join, link_data, nlink
 
 #: behaviour name -> what the deliberately faulty model does wrong (the `faults` keyword of simulate).
 FAULTS: dict[str, str] = {
@@ -58,6 +59,8 @@ FAULTS: dict[str, str] = {
     "rename-dir-always-exdev": "rename of any directory fails with EXDEV, pure upper ones included",
     "no-whiteout-on-rename": "rename of a lower non-directory leaves no whiteout at the old name",
     "redirect-followed-with-nofollow": "an overlay.redirect is followed whatever redirect_dir says, nofollow too",
+    "data-only-merged": "data-only lower layers are merged like regular ones, so their names show",
+    "metacopy-redirect-ignored": "a lower metacopy file reads as its own (sparse) bytes, not its redirect's data",
 }
 
 
@@ -73,8 +76,17 @@ def simulate(params: Mapping[str, Any], *, defaults: Mapping[str, str] | None = 
     except MountRefused as refused:
         return {"mount_error": refused.errno, "results": [], "merged": {}, "upper": {}}
     lowers = [build_layer(entries) for entries in params.get("lowers") or []]
+    data_only = [build_layer(entries) for entries in params.get("data_lowers") or []]
+    if data_only and not lowers and "accept-bad-options" not in faults:
+        # fs/overlayfs/params.c: "::" needs a regular lower layer on its left ("lowerdir=::data" is EINVAL)
+        return {"mount_error": "EINVAL", "results": [], "merged": {}, "upper": {}}
+    if "data-only-merged" in faults or not lowers:
+        lowers, data_only = lowers + data_only, []
     if "lowers-bottom-first" in faults:
         lowers.reverse()
+    honoured = config.metacopy or data_only  # lower metacopy files: with metacopy=on or data-only layers
+    if honoured and "metacopy-redirect-ignored" not in faults:
+        link_data(lowers, data_only)
     upper = build_layer(params.get("upper") or [])
     follow = config.redirect_follow or "redirect-followed-with-nofollow" in faults
     view = View(upper, lowers, follow_redirects=follow, faults=faults)
@@ -103,6 +115,9 @@ def merged_tree(mount: Mount) -> dict[str, Any]:
             if found is None:
                 continue
             node = mount.view.inode(found)
+            if node.lost_data:  # the executors cannot open it to read its content
+                tree[found.path] = {"type": "unreachable", "errno": "ENOENT"}
+                continue
             shown: dict[str, Any] = {"type": node.kind, "mode": node.mode & 0o7777, "uid": node.uid, "gid": node.gid}
             if node.kind == "file":
                 shown["content"] = node.data.content if node.data is not None else node.content

@@ -127,8 +127,12 @@ class Mount:
             self.upper[found.path] = indexed
             found.upper = indexed
             return self.copy_up(found, meta=meta)
+        if lower.lost_data and not (meta and self.config.metacopy):
+            raise Errno("ENOENT")  # the data a full copy-up needs is in no layer (see ovltree.link_data)
+        source = lower.data if lower.data is not None else lower  # where the bytes are: a metacopy's data
         node = lower.copy()
         node.data = None
+        node.content = source.content
         kept = ("overlay.opaque",) if "copy-up-keeps-opaque" in self.faults else ()
         node.xattrs = {k: v for k, v in lower.xattrs.items() if not k.startswith("overlay.") or k in kept}
         self._faulty_copy(node)
@@ -137,7 +141,7 @@ class Mount:
         metacopy = self.config.metacopy or "metacopy-when-off" in self.faults
         if meta and metacopy and node.kind == "file" and "metacopy-copies-data" not in self.faults:
             node.content = "\0" * len(lower.content.encode())
-            node.data = lower
+            node.data = source
             node.xattrs["overlay.metacopy"] = ""
         if node.kind != "dir" and links > 1 and keep_links:
             self.view.index[(layer, id(lower))] = node

@@ -51,6 +51,8 @@ def _read(m: Mount, op: Op) -> str:
     if m.view.is_dir(found):
         raise Errno("EISDIR")
     node = m.view.inode(found)
+    if node.lost_data:
+        raise Errno("ENOENT")  # open(2) of a metacopy file whose data no layer holds (ovltree.link_data)
     return node.data.content if node.data is not None else node.content
 
 

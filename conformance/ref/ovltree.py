@@ -41,8 +41,9 @@ class Inode:
     mtime: int = MTIME
     xattrs: dict[str, str] = field(default_factory=dict)  # overlay.* normalised, user.* as they are
     extra_links: int = 0  # links outside the trees observed: the work dir's whiteout, an index entry
-    data: Inode | None = None  # a metacopy upper file: the lower inode that holds its data
+    data: Inode | None = None  # a metacopy file: the inode below that holds its data
     ovl_nlink: int = 0  # index=on: the link count overlay reports for an indexed inode
+    lost_data: bool = False  # a metacopy file whose data no layer below holds: it stats, but open fails
 
     @property
     def whiteout(self) -> bool:
@@ -52,7 +53,7 @@ class Inode:
     def copy(self) -> Inode:
         """A new inode with the same attributes (a copy-up before any change)."""
         return Inode(self.kind, self.mode, self.uid, self.gid, self.content, self.target, self.rdev, self.mtime,
-                     dict(self.xattrs), 0, self.data)
+                     dict(self.xattrs), 0, self.data, 0, self.lost_data)
 
 
 Layer = dict[str, Inode]
@@ -94,6 +95,28 @@ def build_layer(entries: Iterable[Mapping[str, Any]]) -> Layer:
             node.xattrs["overlay.opaque"] = "y"
         layer[path] = node
     return layer
+
+
+def link_data(lowers: list[Layer], data_only: list[Layer]) -> None:
+    """Point each lower metacopy file at the inode below that holds its data.
+
+    overlayfs.rst § Data-only lower layers, § Metadata only copy up: a file with "overlay.metacopy" in a
+    lower layer carries metadata only; its data is the regular file at its absolute "overlay.redirect"
+    (else at its own path) in a layer below it, the data-only layers last: they are never merged, this is
+    the only way to reach them. The kernel looks the data up lazily: a metacopy file whose data is nowhere
+    still stats, and opening it fails with ENOENT (6.18). With data-only layers and no metacopy=on the
+    kernel rejects the other forms of metacopy; the model does not (a known limit).
+    """
+    stack = lowers + data_only
+    for n, layer in enumerate(lowers):
+        for path, node in layer.items():
+            if node.kind != "file" or "overlay.metacopy" not in node.xattrs:
+                continue
+            redirect = node.xattrs.get("overlay.redirect", "")
+            where = redirect.strip("/") if redirect.startswith("/") else path
+            node.data = next((below[where] for below in stack[n + 1:]
+                              if where in below and below[where].kind == "file"), None)
+            node.lost_data = node.data is None
 
 
 def children(layer: Layer, path: str) -> list[str]:

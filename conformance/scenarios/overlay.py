@@ -9,6 +9,10 @@ The contract (plain JSON both ways):
 params = {
   "lowers":  [[entry, ...], ...]   lower layers, TOP FIRST (as in lowerdir=top:...:bottom), each a
                                    list of entries written into its own directory in order;
+  "data_lowers": [[entry, ...], ...]   optional: data-only lower layers (lowerdir=...::data1::data2, 6.5+),
+                                   below every lower layer and never merged: only a lower metacopy file
+                                   ("trusted.overlay.metacopy") reaches them, as the file at its absolute
+                                   "trusted.overlay.redirect" path;
   "upper":   [entry, ...]          what the upper dir holds before the mount (often empty);
   "options": {"redirect_dir": "off"|"on"|"follow"|"nofollow", "metacopy": "off"|"on",
               "index": "off"|"on", "userxattr": bool, "xino": "off"|"auto"|"on"}
@@ -82,7 +86,22 @@ def op(kind: str, path: str, **args: Any) -> Op:
 
 
 def run(lowers: list[list[Entry]], ops: list[Op] | None = None, *, upper: list[Entry] | None = None,
-        options: dict[str, Any] | None = None) -> Scenario:
+        options: dict[str, Any] | None = None, data_lowers: list[list[Entry]] | None = None) -> Scenario:
     """Mount lowers (top first) with an upper dir, run the ops on the merged view, look at both trees."""
-    return Scenario("overlay.run", {"lowers": [list(layer) for layer in lowers], "upper": list(upper or []),
-                                    "options": dict(options or {}), "ops": list(ops or [])})
+    params: dict[str, Any] = {"lowers": [list(layer) for layer in lowers], "upper": list(upper or []),
+                              "options": dict(options or {}), "ops": list(ops or [])}
+    if data_lowers:
+        params["data_lowers"] = [list(layer) for layer in data_lowers]
+    return Scenario("overlay.run", params)
+
+
+def metacopy_file(name: str, size: int, data_path: str | None = None, **attrs: Any) -> Entry:
+    """A metadata-only file of `size` bytes whose data is below it.
+
+    The data is at data_path (an absolute redirect into a lower or data-only layer) or, without one, at its
+    own name in the next layer that has it.
+    """
+    xattrs = {"trusted.overlay.metacopy": ""}
+    if data_path is not None:
+        xattrs["trusted.overlay.redirect"] = "/" + data_path.strip("/")
+    return {"name": name, "type": "file", "content": "\0" * size, "xattrs": xattrs, **attrs}

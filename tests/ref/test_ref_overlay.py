@@ -344,6 +344,10 @@ FAULT_SCENARIOS: dict[str, dict[str, Any]] = {
     "index-ignored": {"options": {"index": "on"}, "ops": [op("write", "a", content="n"), op("read", "a2")]},
     "rename-dir-always-exdev": {"ops": [op("mkdir", "n"), op("rename", "n", to="m")]},
     "no-whiteout-on-rename": {"ops": [op("rename", "g", to="h")]},
+    "data-only-merged": {"data_lowers": [[f("blob", "b")]], "ops": [op("readdir", "")]},
+    "metacopy-redirect-ignored": {"lowers": [[{"name": "m", "content": "\0\0", "xattrs": {
+        "trusted.overlay.metacopy": "", "trusted.overlay.redirect": "/blob"}}]], "data_lowers": [[f("blob", "bb")]],
+                                  "ops": [op("read", "m")]},
     "redirect-followed-with-nofollow": {"upper": [d("n", xattrs={"trusted.overlay.redirect": "/e"})],
                                         "options": {"redirect_dir": "nofollow"}, "ops": [op("readdir", "n")]},
 }
@@ -357,7 +361,8 @@ def test_every_fault_has_a_scenario() -> None:
 def test_fault_changes_the_observation(fault: str) -> None:
     spec = FAULT_SCENARIOS[fault]
     params = {"lowers": spec.get("lowers", [LOW]), "upper": spec.get("upper", []),
-              "options": spec.get("options", {}), "ops": spec.get("ops", [])}
+              "options": spec.get("options", {}), "ops": spec.get("ops", []),
+              "data_lowers": spec.get("data_lowers", [])}
     good = simulate(params, defaults=DEFAULTS)
     bad = simulate(params, defaults=DEFAULTS, faults=frozenset({fault}))
     assert good != bad

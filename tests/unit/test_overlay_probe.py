@@ -209,10 +209,11 @@ def test_an_op_that_crashes_leaves_nothing_mounted(implementation: str) -> None:
 
 
 @needs_root()
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_sigterm_mid_scenario_leaves_nothing_mounted(implementation: str, tmp_path: Path) -> None:
-    """The probe is stopped while an op blocks (opening a fifo for writing, with no reader) on the merged view."""
-    run_id = f"unitovlterm{implementation[:4]}"
+def test_signal_mid_scenario_leaves_nothing_mounted(implementation: str, signum: int, tmp_path: Path) -> None:
+    """The probe is stopped (the controller's timeout, Ctrl-C) while an op blocks on the merged view."""
+    run_id = f"unitovl{signum}{implementation[:4]}"
     probe = _probe(tmp_path, run_id, ovl.run([LOWER], [ovl.op("write", "fifo", content="never read")]),
                    implementation)
     try:
@@ -222,7 +223,7 @@ def test_sigterm_mid_scenario_leaves_nothing_mounted(implementation: str, tmp_pa
             assert time.monotonic() < deadline, "the overlay never got mounted"
             time.sleep(0.02)
         time.sleep(0.2)  # into the blocking open
-        probe.send_signal(signal.SIGTERM)
+        probe.send_signal(signum)
         _, stderr = probe.communicate(timeout=30)
     finally:
         if probe.poll() is None:
