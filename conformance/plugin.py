@@ -104,6 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "clause(id): the clause (catalogue ID) this test checks")
     config.addinivalue_line("markers", "requires(*names): host capabilities the test needs (skip with reason)")
     config.addinivalue_line("markers", "destructive: the test changes host state in its own sandbox")
+    config.addinivalue_line("markers", "conformance_deviation(deviation): a known deviation (deviations.yaml)")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "conformance-xdist")
     else:  # the parametrisation always sets it; without xdist it is inert

@@ -106,13 +106,16 @@ def merged_tree(mount: Mount) -> dict[str, Any]:
     todo = [mount.view.root()]
     while todo:
         folder = todo.pop()
-        for name in mount.view.readdir(folder, listing=False):
+        # The names readdir lists, as os.walk sees them: a directory that is not merged lists its
+        # whiteouts too, and lstat of such a name fails (the executors record it as unreachable).
+        for name in mount.view.readdir(folder):
             try:
                 found = mount.view.child(folder, name)
-            except Errno as failed:  # what the executors record for a name lstat cannot reach
+            except Errno as failed:
                 tree[join(folder.path, name)] = {"type": "unreachable", "errno": failed.name}
                 continue
             if found is None:
+                tree[join(folder.path, name)] = {"type": "unreachable", "errno": "ENOENT"}
                 continue
             node = mount.view.inode(found)
             if node.lost_data:  # the executors cannot open it to read its content

@@ -140,7 +140,7 @@ def test_readdir_of_a_non_merged_dir_lists_whiteouts() -> None:
     obs = sim([[d("s"), wh("s/w"), f("s/k")]], [op("readdir", "s"), op("stat", "s/w")])
     assert values(obs)[0] == ["k", "w"]
     assert errnos(obs)[1] == "ENOENT"
-    assert set(obs["merged"]) == {"s", "s/k"}
+    assert obs["merged"]["s/w"] == {"type": "unreachable", "errno": "ENOENT"}  # listed, but lstat fails
 
 
 # --- copy-up (§ Non-directories) ---------------------------------------------------------------------
@@ -461,8 +461,10 @@ def _tree(base: str, *, xattrs: bool) -> dict[str, Any]:
     for folder, dirs, files in os.walk(base):
         for name in dirs + files:
             full = os.path.join(folder, name)
-            with contextlib.suppress(FileNotFoundError):  # a whiteout listed in a non-merged dir
+            try:
                 tree[os.path.relpath(full, base)] = _node(full, xattrs=xattrs)
+            except FileNotFoundError:  # a whiteout listed in a non-merged dir: as the probe records it
+                tree[os.path.relpath(full, base)] = {"type": "unreachable", "errno": "ENOENT"}
     return dict(sorted(tree.items()))
 
 
