@@ -156,6 +156,10 @@ def _rmdir(m: Mount, op: Op) -> None:
     if visible:
         raise Errno("ENOTEMPTY")
     positive = m.lower_positive(folder, name)
+    if not positive and any(posixpath.dirname(p) == path for p in m.upper if p):
+        # Nothing below to white out: the kernel rmdirs the real upper dir (fs/overlayfs/dir.c
+        # ovl_remove_upper), which fails while a whiteout is still in it (seen on 6.18).
+        raise Errno("ENOTEMPTY")
     parent = m.copy_up(folder)
     m.remove_upper(path)
     if positive:
@@ -179,6 +183,8 @@ def _link(m: Mount, op: Op) -> None:
         parent.mtime = m.now
         return
     node = m.copy_up(source, meta=True)  # § Non-directories: "creating a hard-link also requires copy_up"
+    if "overlay.origin" in node.xattrs:  # 6.18: a directory gaining a copied-up name is marked impure
+        parent.xattrs["overlay.impure"] = "y"
     m.upper[to] = node
     if node.ovl_nlink:
         node.ovl_nlink += 1
