@@ -220,8 +220,10 @@ def _rename(m: Mount, op: Op) -> None:
     no_redirect = "rename-dir-without-redirect" in m.faults
     if lowerish and not m.config.redirect_create and not no_redirect:
         raise Errno("EXDEV")  # § renaming directories: "return EXDEV error ... This is the default behavior."
-    # ovl_rename refuses the move (EXDEV) before it checks that a directory it replaces is empty
-    if dst is not None and is_dir and m.view.readdir(dst, listing=False):
+    # ovl_rename refuses the move (EXDEV) before it checks that a directory it replaces is empty; a target
+    # with nothing below it is left to the upper fs's rename, after the source got its xattrs (6.18)
+    pure_upper_target = dst is not None and is_dir and not dst.lowers
+    if dst is not None and is_dir and not pure_upper_target and m.view.readdir(dst, listing=False):
         raise Errno("ENOTEMPTY")
     samedir = sfolder.path == dfolder.path
     positive = m.lower_positive(sfolder, sname)
@@ -238,6 +240,8 @@ def _rename(m: Mount, op: Op) -> None:
         node.xattrs["overlay.opaque"] = "y"
     if not samedir and ("overlay.origin" in node.xattrs or "overlay.redirect" in node.xattrs):
         dparent.xattrs["overlay.impure"] = "y"
+    if pure_upper_target and any(posixpath.dirname(p) == to for p in m.upper if p):
+        raise Errno("ENOTEMPTY")  # vfs_rename on the upper fs: whiteouts in the target count too
     dst_whiteout = m.upper.get(to)
     dst_whiteout = dst_whiteout if dst_whiteout is not None and dst_whiteout.whiteout else None
     if dst is not None:
