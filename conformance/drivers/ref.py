@@ -1,7 +1,7 @@
 """The project's reference implementations (conformance/ref), run by the probe on the host.
 
-It offers the layers area (OCI layers, layouts, diffs, the layer store) and the overlay area (the
-overlayfs model); the runtime and cgroup manager add their areas and faulty variants here.
+It offers the layers area (OCI layers, layouts, diffs, the layer store), the overlay area (the
+overlayfs model) and the namespaces area (the runtime); the cgroup manager adds its area here.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from conformance.drivers import Availability
+from conformance.probe.ns_faults import NS_FAULTS
 from conformance.probe.overlay_faults import OVERLAY_FAULTS
 
 if TYPE_CHECKING:
@@ -56,14 +57,16 @@ FAULTS: dict[str, str] = {
     "LAYER-SAFE-003": "takes a layer that cannot be read whole as complete (lenient-reader)",
     "OCI-LAYOUT-002": "skips a layer whose blob the layout lacks (missing-blob-as-empty)",
 }
-FAULTS.update({clause: f"{what} ({behaviour})" for clause, (behaviour, what) in OVERLAY_FAULTS.items()})
+for _table in (OVERLAY_FAULTS, NS_FAULTS):
+    FAULTS.update({clause: f"{what} ({behaviour})" for clause, (behaviour, what) in _table.items()})
 
 
 class RefDriver:
     """The readable Python reference implementations, the oracle of differential tests."""
 
     name: ClassVar[str] = "ref"
-    areas: ClassVar[frozenset[str]] = frozenset({"layers", "overlay"})  # the layer store (ref/store.py) included
+    # the layer store (ref/store.py), the overlayfs model (ref/overlay.py), the runtime (ref/runtime.py)
+    areas: ClassVar[frozenset[str]] = frozenset({"layers", "overlay", "namespaces"})
     description: ClassVar[str] = "the project's reference implementations in Python (conformance/ref)"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:
