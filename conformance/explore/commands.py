@@ -52,8 +52,8 @@ DEFAULT_CACHE = "/var/tmp/conformance-build-cache"
 def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("build", help="build a Containerfile (FROM scratch or a local image) into an OCI layout",
                             description="Supports FROM (scratch, oci:, oci-archive:, docker-archive:), COPY, ADD "
-                                        "(local tars are extracted), ENV, WORKDIR, USER, LABEL, CMD, ENTRYPOINT. "
-                                        "RUN needs the runtime and is refused.")
+                                        "(local tars are extracted), RUN (in a container of the reference runtime; "
+                                        "needs root), ENV, WORKDIR, USER, LABEL, CMD, ENTRYPOINT.")
     parser.add_argument("context", type=Path, help="the build context directory")
     parser.add_argument("-f", "--file", type=Path, help="the Containerfile (default: CONTEXT/Containerfile, "
                                                         "else CONTEXT/Dockerfile)")
@@ -68,8 +68,27 @@ def _add_build(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.set_defaults(handler=cmd_build)
 
 
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("run", help="run a command in a fresh container of an image (root; reference runtime)",
+                            description="IMAGE is an OCI layout directory or a `docker save` / OCI archive, with "
+                                        ":tag to pick one (path[:tag]). Its layers are mounted with overlay and a "
+                                        "fresh upper dir on a tmpfs, run with the reference runtime, and removed "
+                                        "afterwards. CMD replaces the image's Cmd, as in `docker run`. The exit "
+                                        "status is the container's; 2 when the image or the runtime fails.")
+    parser.add_argument("--hostname", metavar="H", help="the container's hostname")
+    parser.add_argument("--user-ns", action="store_true",
+                        help="a user namespace mapping root to 100000 (65536 ids); image files then show as nobody")
+    parser.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
+                        help="set a variable (repeatable), over the image's Env")
+    parser.add_argument("--workdir", "-w", metavar="W", help="the working directory (absolute), over WorkingDir")
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD",
+                        help="the command and its arguments, after --")
+    parser.set_defaults(handler=cmd_run)
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
-    _add_inspect, _add_layer, _add_build]
+    _add_inspect, _add_layer, _add_build, _add_run]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,3 +163,26 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"{'cached' if step.cached else 'built ':6}  line {step.line:<3} {made:44}  {step.instruction}")
     print(f"{layout}:{tag}  manifest {result.manifest_digest}")
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the container in the foreground; SIGTERM unwinds like Ctrl-C, so the teardown runs on both."""
+    import signal  # noqa: PLC0415
+
+    from conformance.ref.container import run_image  # noqa: PLC0415
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv  # `args.command` is the top-level one
+    for item in args.env:
+        if "=" not in item or item.startswith("="):
+            print(f"conformance ref run: --env {item!r}: expected K=V", file=sys.stderr)
+            return 2
+
+    def _terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return run_image(args.image, command, hostname=args.hostname, user_ns=args.user_ns, env=args.env,
+                         workdir=args.workdir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

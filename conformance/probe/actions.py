@@ -43,6 +43,7 @@ ACTION_MODULES: dict[str, str] = {
     "layers": "conformance.probe.layer_checks",
     "overlay": "conformance.probe.overlay_checks",
     "hostile": "conformance.probe.hostile_checks",
+    "ns": "conformance.probe.ns_checks",
     "facts": "conformance.probe.facts",
     "clean": "conformance.probe.clean",
     "selftest": "conformance.probe.selftest",

@@ -6,6 +6,14 @@ writes it), the layer is `diff_trees(before, after)`, and that layer is then app
 the trees agree again and each layer is also checked to reproduce its tree. A cached step applies
 its stored layer to both.
 
+A RUN step runs its command in a container whose only image layer is `before` (container.run_layer:
+overlay with a fresh upper dir, a bundle for the reference runtime, `/bin/sh -c` for the shell form,
+the ENV, WORKDIR and USER so far, no ENTRYPOINT, stdin empty, a network namespace with no interface
+but loopback). Its layer is the container's upper dir as `commit.upper_to_layer` writes it, whiteouts
+and opaque directories included, as Docker's overlay2 driver exports it; that layer is then applied
+to both trees. The command's output goes to this process's stderr, so the CLI's stdout stays the step
+table. A status other than 0 fails the build, naming the line and the status.
+
 Choices, where Docker 20.10's classic builder (DOCKER_BUILDKIT=0) and podman 4 (buildah) differ:
 
 - WORKDIR creates its directory when missing, and that is a layer, as in Docker's classic builder;
@@ -18,7 +26,13 @@ Choices, where Docker 20.10's classic builder (DOCKER_BUILDKIT=0) and podman 4 (
 - A FROM scratch image gets PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin in Env
   when the base has no PATH, as both Docker and buildah add it.
 - History `created_by` is the instruction as written (Docker writes `/bin/sh -c #(nop) COPY file:<hash>
-  in /dest`); buildah also adds an io.buildah.version label, this builder adds none.
+  in /dest`), except for RUN, where it is the command as Docker and buildah write it: the argv joined
+  by spaces (`/bin/sh -c mkdir -p /app`, or `echo hi` for `RUN ["echo", "hi"]`). buildah also adds an
+  io.buildah.version label, this builder adds none.
+- Times of a RUN layer: the container writes real times; they are set to SOURCE_DATE_EPOCH in the
+  upper dir before it becomes the layer, as every time in the trees is (Docker keeps them).
+- The cache keys RUN by the parent step and the instruction text only, as Docker's classic builder
+  does: a command that reads the network or the clock is not run again while its text is the same.
 - ENTRYPOINT clears a CMD inherited from the base image (the Dockerfile reference says so), but not
   one set earlier in the same Containerfile.
 """
@@ -42,6 +56,7 @@ from typing import Any, NamedTuple
 from conformance.ref.archives import oci_archive, read_docker_archive
 from conformance.ref.buildcache import BuildCache, CachedStep, step_key
 from conformance.ref.buildcopy import Source, inputs_digest, resolve_sources, stage_copy, stage_workdir
+from conformance.ref.container import run_layer
 from conformance.ref.containerfile import (
     Cmd,
     Copy,
@@ -50,6 +65,7 @@ from conformance.ref.containerfile import (
     From,
     Instruction,
     Label,
+    Run,
     User,
     Workdir,
     parse,
@@ -172,7 +188,7 @@ class _Builder:
     faults: frozenset[str] = frozenset()
 
     def step(self, image: _Image, step: Instruction) -> BuildStep:
-        """Run one instruction: a layer for COPY, ADD and a WORKDIR that creates its directory."""
+        """Run one instruction: a layer for COPY, ADD, RUN and a WORKDIR that creates its directory."""
         inputs = ""
         sources: tuple[Source, ...] = ()
         workdir = str(image.config.get("WorkingDir") or "/")
@@ -187,6 +203,10 @@ class _Builder:
             layer, entries = hit.layer, hit.entries
             if layer is not None:
                 self._apply(self.after, layer, step)
+        elif isinstance(step, Run):
+            layer = self._run(image, step)
+            entries = _count(layer)
+            self._apply(self.after, layer, step)
         elif isinstance(step, (Copy, Workdir)):
             if isinstance(step, Copy):
                 staged: bytes | None = stage_copy(step, sources, self.after, workdir, self.scratch, self.epoch)
@@ -205,15 +225,28 @@ class _Builder:
             self.cache.store(key, CachedStep(layer, entries))
         image.key = key
         _configure(image, step, workdir)
+        created_by = " ".join(step.argv) if isinstance(step, Run) else step.text
         if layer is None:
-            image.history.append(History(created_by=step.text, empty_layer=True, created=self.created))
+            image.history.append(History(created_by=created_by, empty_layer=True, created=self.created))
             return BuildStep(step.text, step.line, None, hit is not None)
         self._apply(self.before, layer, step)
         descriptor, diff_id = self.target.add_layer(layer, compression=self.compression)
         image.layers.append((descriptor, diff_id))
-        image.history.append(History(created_by=step.text, created=self.created))
+        image.history.append(History(created_by=created_by, created=self.created))
         return BuildStep(step.text, step.line, StepLayer(descriptor.digest, diff_id, descriptor.size, entries),
                          hit is not None)
+
+    def _run(self, image: _Image, step: Run) -> bytes:
+        """The RUN step's layer: its command run on `before`, the container's upper dir as a layer."""
+        try:
+            status, layer = run_layer(self.before, image.config, step.argv, epoch=self.epoch, stdout=2, stderr=2)
+        except RefError as err:
+            raise BuildError(f"the step's container could not run: {err}", line=step.line,
+                             instruction=step.text) from None
+        if status != 0 or layer is None:
+            raise BuildError(f"the command '{' '.join(step.argv)}' returned a non-zero code: {status}",
+                             line=step.line, instruction=step.text)
+        return layer
 
     def _apply(self, tree: str, layer: bytes, step: Instruction) -> None:
         try:

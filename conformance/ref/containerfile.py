@@ -1,6 +1,6 @@
 """Parse the Containerfile subset the reference builder knows (Dockerfile reference, docs.docker.com).
 
-The subset: FROM, COPY, ADD, ENV, WORKDIR, USER, LABEL, CMD and ENTRYPOINT.
+The subset: FROM, COPY, ADD, RUN, ENV, WORKDIR, USER, LABEL, CMD and ENTRYPOINT.
 
 Lines are joined as Docker joins them: a trailing backslash continues the instruction on the next line,
 and blank or comment lines inside a continuation are skipped. Keywords are case-insensitive. What is
@@ -8,7 +8,9 @@ not in the subset is refused with the line number, never skipped: a builder that
 `RUN` or `VOLUME` would produce an image the Containerfile did not describe.
 
 No variable substitution: a `$` in ENV, LABEL, WORKDIR, USER, COPY or ADD is refused rather than kept
-literally, because Docker would expand it and the two images would differ without a word.
+literally, because Docker would expand it and the two images would differ without a word. RUN takes
+`$` as it is: the builder never expands RUN, the shell in the container does (Dockerfile reference §
+Environment replacement does not list RUN).
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from conformance.ref.errors import BuildError
 
 #: Instructions of the Dockerfile reference this builder does not take, with the reason given.
 _UNSUPPORTED = {
-    "RUN": "RUN needs the runtime, which arrives with the namespaces issue; remove it, or build with "
-           "docker or podman",
     "ARG": "ARG is not supported (no variable substitution); write the value in place",
     "EXPOSE": "EXPOSE is not supported by this subset builder; remove it",
     "VOLUME": "VOLUME is not supported by this subset builder; remove it",
@@ -64,6 +64,14 @@ class Copy(Instruction):
 @dataclass(frozen=True, slots=True)
 class Add(Copy):
     """ADD: COPY that also extracts a local tar archive into the destination (URLs are refused)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Run(Instruction):
+    """RUN: the argv run in a container of the image so far; the shell form is wrapped in `/bin/sh -c`."""
+
+    argv: tuple[str, ...]
+    shell: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +302,15 @@ def _command(rest: str) -> tuple[tuple[str, ...], bool]:
     return tuple(argv), False
 
 
+def _run(line: int, text: str, rest: str) -> Instruction:
+    if rest.startswith("--"):  # --mount, --network, --security: BuildKit's, refused by the classic builder too
+        raise _fail(line, text, f"RUN option {_split_first(rest)[0]!r} is not supported; remove it")
+    argv, shell = _command(rest)
+    if not argv or not argv[0]:
+        raise _fail(line, text, "RUN needs a command (the exec form's list is empty)")
+    return Run(line, text, argv, shell)
+
+
 def _cmd(line: int, text: str, rest: str) -> Instruction:
     argv, shell = _command(rest)
     return Cmd(line, text, argv, shell)
@@ -304,5 +321,5 @@ def _entrypoint(line: int, text: str, rest: str) -> Instruction:
     return Entrypoint(line, text, argv, shell)
 
 
-_PARSERS = {"FROM": _from, "COPY": _copy, "ADD": _copy, "ENV": _env, "LABEL": _label, "WORKDIR": _workdir,
+_PARSERS = {"FROM": _from, "COPY": _copy, "ADD": _copy, "RUN": _run, "ENV": _env, "LABEL": _label, "WORKDIR": _workdir,
             "USER": _user, "CMD": _cmd, "ENTRYPOINT": _entrypoint}
