@@ -24,7 +24,7 @@ def _matches(name: str, run_id: str | None) -> bool:
 
 
 #: Where runs make mounts and files; nothing elsewhere is touched, whatever its name.
-SCRATCH_DIRS = ("/tmp", "/var/tmp", "/run/netns")
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/run/netns", "/dev/shm")  # /dev/shm: ref run and build scratch
 
 
 def _in_scratch(path: str, run_id: str | None) -> bool:

@@ -4,6 +4,9 @@ Nothing here imports from the rest of the package (it is shipped to hosts in the
 must not depend on how it is tested).
 
 Layer stacking (OCI image layout, digests, safe apply with whiteouts, diff): digest, streams, oci,
-layout, tarsafe, tarread, attrs, layers, image, diff. The overlay model, the runtime and the cgroup
-manager arrive with their issues.
+layout, tarsafe, tarread, attrs, layers, image, diff; the layer store and builder: store, commit,
+containerfile, build, buildcopy, buildcache. The overlay model: overlay, ovloptions, ovltree, ovlmount,
+ovlops. The runtime: runspec, defaultspec, mountopts, nsapi, idmap, credentials, nsinit, rootfs,
+runtime (runtime_cli for people), and container (an image run in it). The cgroup manager arrives with
+its issue.
 """

@@ -263,13 +263,8 @@ class Sandbox:
     def _config(self, args: Sequence[str], hostname: str | None, user_ns: bool) -> dict[str, Any]:
         from conformance.ref.runspec import default_config  # noqa: PLC0415
 
-        namespaces = ("pid", "network", "ipc", "uts", "mount", "cgroup", *(("user",) if user_ns else ()))
-        config = default_config(list(args), hostname=hostname, namespaces=namespaces,
-                                user_ns_maps=[USER_NS_MAP] if user_ns else None)
-        if user_ns:  # the same map for groups (runtime-spec config-linux.md § User namespace mappings)
-            inside, outside, size = USER_NS_MAP
-            one = [{"containerID": inside, "hostID": outside, "size": size}]
-            config.setdefault("linux", {}).update({"uidMappings": one, "gidMappings": one})
+        # The maps add the user namespace, for uids and gids alike (defaultspec.py).
+        config = default_config(list(args), hostname=hostname, user_ns_maps=[USER_NS_MAP] if user_ns else None)
         config["root"] = {"path": "rootfs", "readonly": False}
         return config
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 
 def _load_libc() -> ctypes.CDLL:
@@ -147,9 +146,10 @@ def umount(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2) through syscall(2)."""
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    machine = os.uname().machine  # what platform.machine() reads, without importing platform
+    number = _SYS_PIVOT_ROOT.get(machine)
     if number is None:
-        raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(38, f"pivot_root: unknown syscall number on {machine}")
     check(LIBC.syscall(ctypes.c_long(number), new_root.encode(), put_old.encode()),
           f"pivot_root({new_root!r}, {put_old!r})")
 

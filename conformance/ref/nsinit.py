@@ -35,10 +35,10 @@ from typing import NoReturn
 from conformance.ref import nsapi
 from conformance.ref.credentials import apply_credentials, last_capability
 from conformance.ref.idmap import setgroups_allowed
+from conformance.ref.procexec import default_signals, execute, set_stdio
 from conformance.ref.rootfs import enter_rootfs, finish_rootfs, prepare_rootfs
 from conformance.ref.runspec import Spec, sysctl_namespace
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MESSAGE_MAX = 3900  # one write under PIPE_BUF (4096) is atomic: messages never interleave
 
 
@@ -84,7 +84,7 @@ def first_child(plan: Plan, channel: Channel, runtime: int) -> NoReturn:
     code = 1
     step = "starting"
     try:
-        _default_signals()
+        default_signals()
         signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the runtime held SIGINT and SIGTERM over the fork
         channel.child_side()
         _die_with_runtime(runtime)
@@ -141,7 +141,7 @@ def container_init(plan: Plan, channel: Channel, alive: int) -> NoReturn:
     try:
         _die_with_parent(alive)
         os.setsid()  # a session of its own: the runtime's terminal signals go to the runtime, which kills
-        _stdio(plan.stdio)
+        set_stdio(plan.stdio)
         nsapi.cloexec_from(3)
         if spec.process.oom_score_adj is not None:
             step = "setting process.oomScoreAdj"
@@ -170,37 +170,11 @@ def container_init(plan: Plan, channel: Channel, alive: int) -> NoReturn:
         _die_with_parent(alive)  # a change of credentials clears the parent-death signal (prctl(2))
         step = f"changing to process.cwd {spec.process.cwd}"
         os.chdir(spec.process.cwd)
-        _default_signals(every=True)
+        default_signals(every=True)
     except BaseException as exc:
         channel.send("error", f"{step}: {describe(exc)}")
         os._exit(1)
-    _exec(spec.process.args, spec.process.env)
-
-
-def _exec(args: tuple[str, ...], env: tuple[str, ...]) -> NoReturn:
-    """Exec the program, searching the process's PATH when args[0] has no slash (as execvp(3) does).
-
-    A program that cannot be run is the container's failure, not the runtime's: like a shell, say why on
-    the container's stderr and exit 127 (not found) or 126 (found but not executable).
-    """
-    environ = {key: value for key, _, value in (item.partition("=") for item in env)}
-    program = args[0]
-    if "/" in program:
-        candidates = [program]
-    else:
-        search = environ.get("PATH", DEFAULT_PATH)
-        candidates = [os.path.join(d or ".", program) for d in search.split(":")]
-    status, reason = 127, "not found"
-    for candidate in candidates:
-        try:
-            os.execve(candidate, list(args), environ)
-        except OSError as err:
-            if err.errno != 2:  # ENOENT: try the next directory
-                status, reason = 126, err.strerror or str(err)
-    try:
-        os.write(2, f"conformance ref runtime: exec {program!r}: {reason}\n".encode())
-    finally:
-        os._exit(status)
+    execute(spec.process.args, spec.process.env)
 
 
 def describe(exc: BaseException) -> str:
@@ -229,32 +203,6 @@ def _become_root(runtime: int) -> None:
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     _die_with_runtime(runtime)
-
-
-def _stdio(fds: tuple[int | None, int | None, int | None]) -> None:
-    """Make the given descriptors 0, 1 and 2 (through copies, so one given as 0, 1 or 2 is not overwritten)."""
-    copies = [None if fd is None else os.dup(fd) for fd in fds]
-    for target, copy in enumerate(copies):
-        if copy is not None:
-            os.dup2(copy, target)
-            os.close(copy)
-
-
-def _default_signals(every: bool = False) -> None:
-    """SIGINT and SIGTERM back to their default action; with `every`, all that Python ignores or handles.
-
-    Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across execve (signal(7)),
-    so without this a container's `yes | head` would see EPIPE instead of dying of SIGPIPE.
-    """
-    kinds = signal.valid_signals() if every else {signal.SIGINT, signal.SIGTERM}
-    for kind in kinds:
-        if kind not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(kind) is not signal.SIG_DFL:
-            try:
-                signal.signal(kind, signal.SIG_DFL)
-            except (OSError, ValueError):
-                continue
-    if every:
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def _kill_descendants(proc: int, me: int) -> None:

@@ -24,23 +24,20 @@ cannot be executed is the container's own failure (status 127 or 126, the reason
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import re
 import select
 import signal
-import threading
 import time
-from collections.abc import Iterator
-from types import FrameType
 
 from conformance.ref import nsapi
 from conformance.ref.errors import RefError
 from conformance.ref.idmap import write_maps
 from conformance.ref.nsinit import Channel, Plan, describe, first_child
 from conformance.ref.runspec import NAMESPACE_FLAGS, Namespace, Spec, load_bundle, parse_config
+from conformance.ref.stopsignals import STOP_SIGNALS, Stopped, held_signals, stop_signals_raise
 
 #: Faulty variants by behaviour: name -> what the runtime then does wrong.
 FAULTS: dict[str, str] = {
@@ -67,19 +64,10 @@ FAULTS: dict[str, str] = {
 
 _ID = re.compile(r"^[A-Za-z0-9_+.-]+$")  # runc's container id rule
 _GRACE = 5.0  # seconds the first child gets to relay the status after the init was killed
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class ContainerError(RefError):
     """The container could not be started: which container, which step, what the kernel said."""
-
-
-class _Stopped(BaseException):
-    """SIGINT or SIGTERM arrived while the container ran."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by signal {signum}")
-        self.signum = signum
 
 
 def run_bundle(bundle: str, container_id: str, *, faults: frozenset[str] = frozenset(), stdin: int | None = None,
@@ -99,10 +87,10 @@ def run_bundle(bundle: str, container_id: str, *, faults: frozenset[str] = froze
     plan = _plan(spec, bundle, frozenset(faults), (stdin, stdout, stderr), container_id)
     channel = Channel()
     try:
-        with _stop_signals_raise():
+        with stop_signals_raise():
             # Held until the runtime is ready to clean up after a stop (and in the children until they reset
             # their handlers), so no stop can fall between the fork and the supervision.
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
                 child = os.fork()
                 if child == 0:
@@ -112,7 +100,7 @@ def run_bundle(bundle: str, container_id: str, *, faults: frozenset[str] = froze
                     os.close(fd)
                 channel.parent_side()
             return _supervise(child, channel, plan, container_id, timeout, held)
-    except _Stopped as stopped:
+    except Stopped as stopped:
         signal.raise_signal(stopped.signum)  # the caller's handler, now that the container is gone
         return 128 + signal.SIGKILL
 
@@ -235,13 +223,13 @@ def _supervise(child: int, channel: Channel, plan: Plan, container_id: str, time
                 elif kind == "error":
                     error = text
     except BaseException:
-        with _held():
+        with held_signals():
             _kill(init_fd, child)
             if not select.select([child_fd], [], [], _GRACE)[0]:
                 os.kill(child, signal.SIGKILL)
         raise
     finally:
-        with _held():
+        with held_signals():
             os.waitpid(child, 0)
             for fd in (child_fd, init_fd, channel.up_read, channel.down_write):
                 if fd is not None:
@@ -271,39 +259,6 @@ def _kill(init_fd: int | None, child: int) -> None:
             os.kill(child, signal.SIGKILL)  # an init it forked just now dies with it (PR_SET_PDEATHSIG)
     except ProcessLookupError:
         pass
-
-
-@contextlib.contextmanager
-def _held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends: a second Ctrl-C cannot cut the cleanup short."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _raise_stopped(signum: int, _frame: FrameType | None) -> None:
-    raise _Stopped(signum)
-
-
-@contextlib.contextmanager
-def _stop_signals_raise() -> Iterator[None]:
-    """SIGINT and SIGTERM raise _Stopped while the block runs (main thread only; ignored ones stay ignored)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for signum in _STOP_SIGNALS:
-        handler = signal.getsignal(signum)
-        if handler is not signal.SIG_IGN and handler is not None:
-            previous[signum] = handler
-            signal.signal(signum, _raise_stopped)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 __all__ = ["FAULTS", "ContainerError", "describe", "run_bundle"]

@@ -325,6 +325,18 @@ def test_user_namespace_has_the_configured_maps(box: Box, fault: str | None) -> 
     expect(right, fault)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/ns/time"), reason="no time namespaces (Linux < 5.6)")
+def test_a_time_namespace_gets_its_offsets(box: Box) -> None:
+    """config-linux.md § Offset for Time Namespace: monotonic and boottime offsets, before the process starts."""
+    box.config["linux"]["namespaces"].append({"type": "time"})
+    box.config["linux"]["timeOffsets"] = {"monotonic": {"secs": 7881, "nanosecs": 2718281},
+                                          "boottime": {"secs": 1337, "nanosecs": 3141519}}
+    result = box.run("readlink /proc/self/ns/time; cat /proc/self/timens_offsets")
+    lines = result.out.splitlines()
+    assert inode_of(lines[0]) != ns_inode("time") and sorted(line.split() for line in lines[1:]) == [
+        ["boottime", "1337", "3141519"], ["monotonic", "7881", "2718281"]], result
+
+
 @pytest.mark.parametrize("fault", faults("namespace-path-ignored"))
 def test_a_namespace_path_is_joined(box: Box, fault: str | None) -> None:
     """config-linux.md: with a path the process MUST be placed in that namespace (here a UTS one, by /proc)."""

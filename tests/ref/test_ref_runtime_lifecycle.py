@@ -68,14 +68,15 @@ def test_the_process_gets_its_user_groups_cwd_env_and_limits(box: Box) -> None:
     box.config["process"].update({
         "user": {"uid": 1000, "gid": 1001, "additionalGids": [5, 7], "umask": 0o077},
         "cwd": "/tmp", "env": ["PATH=/bin", "GREETING=hello", box.marker],
-        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}],
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}], "oomScoreAdj": 345,
         "capabilities": {"bounding": ["CAP_KILL", "CAP_NET_RAW"], "effective": ["CAP_KILL"],
                          "permitted": ["CAP_KILL"], "inheritable": ["CAP_KILL"], "ambient": ["CAP_KILL"]},
     })
-    result = box.run("id; umask; pwd; echo $GREETING; ulimit -n; ulimit -Hn; "
+    result = box.run("id; umask; pwd; echo $GREETING; ulimit -n; ulimit -Hn; cat /proc/self/oom_score_adj; "
                      "grep -E '^(Cap(Bnd|Eff|Amb)|NoNewPrivs)' /proc/self/status")
-    assert result.out.split("\n")[:6] == ["uid=1000 gid=1001 groups=5,7", "0077", "/tmp", "hello", "77", "88"], result
-    status = dict(line.split(":\t") for line in result.out.strip().split("\n")[6:])
+    assert result.out.split("\n")[:7] == ["uid=1000 gid=1001 groups=5,7", "0077", "/tmp", "hello", "77", "88",
+                                          "345"], result
+    status = dict(line.split(":\t") for line in result.out.strip().split("\n")[7:])
     kill, raw = 1 << 5, 1 << 13
     assert status == {"CapBnd": f"{kill | raw:016x}", "CapEff": f"{kill:016x}", "CapAmb": f"{kill:016x}",
                       "NoNewPrivs": "1"}
