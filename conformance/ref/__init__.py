@@ -6,7 +6,7 @@ must not depend on how it is tested).
 Layer stacking (OCI image layout, digests, safe apply with whiteouts, diff): digest, streams, oci,
 layout, tarsafe, tarread, attrs, layers, image, diff; the layer store and builder: store, commit,
 containerfile, build, buildcopy, buildcache. The overlay model: overlay, ovloptions, ovltree, ovlmount,
-ovlops. The runtime: runspec, defaultspec, mountopts, nsapi, idmap, credentials, nsinit, rootfs,
-runtime (runtime_cli for people), and container (an image run in it). The cgroup manager arrives with
-its issue.
+ovlops. The runtime: runspec, speclinux, specread, defaultspec, mountopts, nsapi, idmap, credentials,
+procexec, stopsignals, nsinit, rootfs, runtime (runtime_cli for people), and container (an image
+run in it). The cgroup manager arrives with its issue.
 """

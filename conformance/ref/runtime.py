@@ -24,6 +24,7 @@ cannot be executed is the container's own failure (status 127 or 126, the reason
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -41,7 +42,7 @@ from conformance.ref.stopsignals import STOP_SIGNALS, Stopped, held_signals, sto
 
 #: Faulty variants by behaviour: name -> what the runtime then does wrong.
 FAULTS: dict[str, str] = {
-    "no-pid-namespace": "ignores the pid namespace: the process is not PID 1 and sees the host's processes",
+    "no-pid-namespace": "ignores the pid namespace: not PID 1, sees the host's processes, leaves its children",
     "chroot-instead-of-pivot-root": "chroots into the rootfs: the host's tree stays mounted in the container's "
                                     "mount namespace, reachable by a chroot escape or setns",
     "shared-net-namespace": "ignores the network namespace: the container uses the host's network",
@@ -95,6 +96,11 @@ def run_bundle(bundle: str, container_id: str, *, faults: frozenset[str] = froze
                 child = os.fork()
                 if child == 0:
                     first_child(plan, channel, os.getppid())
+            except BaseException:  # no child: nothing to supervise, give back what was taken
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                os.close(channel.up_read)
+                os.close(channel.down_write)
+                raise
             finally:
                 for fd, _kind in plan.joins:
                     os.close(fd)
@@ -214,8 +220,12 @@ def _supervise(child: int, channel: Channel, plan: Plan, container_id: str, time
                 kind, _, text = line.decode(errors="replace").partition(" ")
                 if kind == "user":
                     if "no-uid-map" not in plan.faults:  # FAULT: when set, the maps are never written
-                        write_maps(child, plan.spec.linux.uid_mappings, plan.spec.linux.gid_mappings)
-                    os.write(channel.down_write, b"g")
+                        try:
+                            write_maps(child, plan.spec.linux.uid_mappings, plan.spec.linux.gid_mappings)
+                        except OSError as err:
+                            raise ContainerError(f"container {container_id}: {describe(err)}") from None
+                    with contextlib.suppress(BrokenPipeError):  # the child is gone: its error is on the way
+                        os.write(channel.down_write, b"g")
                 elif kind == "init":
                     init_fd = _pidfd(int(text))
                 elif kind == "exit":

@@ -325,6 +325,14 @@ def test_user_namespace_has_the_configured_maps(box: Box, fault: str | None) -> 
     expect(right, fault)
 
 
+def test_maps_the_kernel_refuses_are_a_container_error(box: Box) -> None:
+    """user_namespaces(7): overlapping ranges are EINVAL; the error names the map file, nothing runs."""
+    box.config = default_config(["true"], user_ns_maps=[(0, 100000, 10), (5, 200000, 10)])
+    result = box.run("echo ran")
+    assert result.out == "" and result.error is not None and "uid_map" in str(result.error), result
+    assert processes_with(box.marker) == []
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/ns/time"), reason="no time namespaces (Linux < 5.6)")
 def test_a_time_namespace_gets_its_offsets(box: Box) -> None:
     """config-linux.md § Offset for Time Namespace: monotonic and boottime offsets, before the process starts."""
@@ -372,3 +380,9 @@ def test_a_namespace_path_of_another_type_is_refused(box: Box, fault: str | None
                                          for n in box.config["linux"]["namespaces"]]
     result = box.run("echo ran", faults=frozenset({fault} if fault else ()))
     expect(result.out == "" and "is a network namespace, not ipc" in str(result.error), fault)
+
+
+def test_every_fault_has_a_test_here() -> None:
+    """Each FAULTS entry is named in these modules' parametrized tests (which then assert it is caught)."""
+    sources = "".join(path.read_text() for path in Path(__file__).parent.glob("test_ref_runtime*.py"))
+    assert [name for name in FAULTS if f'"{name}"' not in sources] == []

@@ -4,10 +4,8 @@ that leave nothing behind, the command line, and the same bundle under runc (vie
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +24,6 @@ from test_ref_runtime import (  # noqa: F401 (fixture, marks)
 )
 
 from conformance.ref.runspec import default_config
-from conformance.ref.runtime import run_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_runc = pytest.mark.skipif(shutil.which("runc") is None, reason="runc is not installed")
@@ -187,30 +184,3 @@ def test_runc_and_the_reference_show_the_same_container(box: Box, user_ns: bool)
     ref = box.run(VIEW)
     assert runc.returncode == 0, runc.stderr
     assert _without_device_binds(ref.out) == _without_device_binds(runc.stdout)
-
-
-@needs_runc
-def test_start_up_is_no_slower_than_runc(box: Box) -> None:
-    """Median of 20 runs of `true`: run_bundle against `runc run` on the same bundle (printed with -s)."""
-    box.config["process"]["args"] = ["/bin/true"]
-    box.write()
-    with open(os.devnull, "wb") as devnull:
-        def ref() -> None:
-            assert run_bundle(str(box.bundle), "conformance-speed", stdout=devnull.fileno()) == 0
-
-        def runc() -> None:
-            subprocess.run(["runc", "run", "--bundle", str(box.bundle), "conformance-speed"], check=True,
-                           stdout=devnull, stdin=subprocess.DEVNULL)
-
-        medians = {name: _median_ms(run) for name, run in (("ref", ref), ("runc", runc))}
-    print(f"start-up median of 20: ref {medians['ref']:.1f} ms, runc {medians['runc']:.1f} ms")
-    assert medians["ref"] <= medians["runc"] * 1.25, medians  # a margin for a busy 2-core VM
-
-
-def _median_ms(run: object, times: int = 20) -> float:
-    spent = []
-    for _ in range(times):
-        started = time.perf_counter()
-        run()  # type: ignore[operator]
-        spent.append(time.perf_counter() - started)
-    return statistics.median(spent) * 1000
