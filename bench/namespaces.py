@@ -101,8 +101,11 @@ def main() -> int:
             engines.append(("docker", [client], env, []))
         except Exception as err:  # NotApplicable and friends: reported, not fatal
             results["docker"] = f"skipped: {err}"
+        # podman refuses a runroot longer than 50 characters: its store gets a short dir of its own
+        store = Path(f"/tmp/conformance-bp-{os.getpid()}")
         if shutil.which("podman"):
-            engines.append(("podman", podman_argv(str(root / "p")), {},
+            store.mkdir(mode=0o700)
+            engines.append(("podman", podman_argv(str(store)), {},
                             ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]))
         for name, argv, env, flags in engines:
             try:
@@ -115,6 +118,8 @@ def main() -> int:
                 subprocess.run([*argv, "rmi", "-f", image], capture_output=True, check=False, env={**os.environ, **env})
                 if name == "podman":
                     subprocess.run([*argv, "system", "reset", "--force"], capture_output=True, check=False)
+                    subprocess.run(["umount", "-R", "-l", str(store)], capture_output=True, check=False)
+                    shutil.rmtree(store, ignore_errors=True)
         os.close(devnull)
     runc = results.get("runc")
     print(f"start-to-exit of `true`, median of {args.runs} (ratio to runc):")
