@@ -32,8 +32,6 @@ Needs root (mount, mknod of whiteouts, trusted.* xattrs). Standard library only.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -48,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance.ref import nsapi
 from conformance.ref.archives import archive_as_layout
 from conformance.ref.commit import upper_to_layer
 from conformance.ref.errors import RefError, UnsafePathError
@@ -62,8 +61,6 @@ USER_NS_MAP = (0, 100000, 65536)
 #: What the overlay mount must not do, so that the upper dir is a complete changeset (module doc).
 OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off"
 
-MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ID_MAX = 2**31 - 2  # runc's user.maxID: the largest id a uid_map can name
 
@@ -179,7 +176,7 @@ class Sandbox:
         try:
             # 0711: with a user namespace the runtime walks to bundle/rootfs as the mapped root.
             _mount("tmpfs", str(path), "tmpfs", 0, "mode=0711")
-            _mount("none", str(path), None, MS_PRIVATE, None)
+            _mount("none", str(path), None, nsapi.MS_PRIVATE, None)
             yield cls(path)
         finally:
             with _signals_held():
@@ -407,29 +404,26 @@ def _make_dirs(rootfs: Path, path: str) -> None:
 # mount(2), umount2(2) and the teardown ----------------------------------------------------------------
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-    libc = _libc()
-    if libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, ctypes.c_ulong(flags),
-                  data.encode() if data else None) != 0:
-        err = ctypes.get_errno()
-        hint = " (needs root: CAP_SYS_ADMIN)" if err == errno.EPERM else ""
-        raise RunError(f"mount {fstype or 'propagation'} on {target}: {os.strerror(err)}{hint}")
+    """mount(2) through the runtime's wrapper, with a message a person can act on."""
+    try:
+        nsapi.mount(source, target, fstype, flags, data)
+    except OSError as err:
+        hint = " (needs root: CAP_SYS_ADMIN)" if err.errno == errno.EPERM else ""
+        raise RunError(f"mount {fstype or 'propagation'} on {target}: {os.strerror(err.errno or 0)}{hint}") from None
 
 
 def _umount(target: str) -> None:
-    libc = _libc()
-    if libc.umount2(target.encode(), 0) == 0:
-        return
-    err = ctypes.get_errno()
-    if err == errno.EBUSY and libc.umount2(target.encode(), MNT_DETACH) == 0:
-        return  # still in use (a process left in the container): detached, gone when it lets go
-    err = ctypes.get_errno()
-    if err not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
-        raise RunError(f"umount {target}: {os.strerror(err)}")
+    """Unmount; lazily when still busy (a process left in the container); nothing when not mounted."""
+    for flags in (0, nsapi.MNT_DETACH):
+        try:
+            nsapi.umount(target, flags)
+            return
+        except OSError as err:
+            if err.errno in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (any more)
+                return
+            if err.errno != errno.EBUSY or flags:
+                raise RunError(f"umount {target}: {os.strerror(err.errno or 0)}") from None
 
 
 def mounts_under(path: str | os.PathLike[str]) -> list[str]:

@@ -26,8 +26,6 @@ library only; it ships to hosts with the rest of conformance/ref.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -39,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from conformance.ref import nsapi
 from conformance.ref.digest import chain_id, parse_digest
 from conformance.ref.errors import RefError
 from conformance.ref.layers import OPAQUE, WHITEOUT, ApplyOptions, apply_layer
@@ -59,7 +58,6 @@ FAULTS = frozenset({
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-MNT_DETACH = 2
 
 
 class StoreError(RefError):
@@ -508,29 +506,28 @@ def _write_json(path: Path, doc: object) -> None:
 # mount(2) and umount2(2) -----------------------------------------------------------------------------
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
 def _mount(source: str, target: str, fstype: str, data: str) -> None:
-    libc = _libc()
-    if libc.mount(source.encode(), target.encode(), fstype.encode(), ctypes.c_ulong(0), data.encode()) != 0:
-        err = ctypes.get_errno()
+    """mount(2) of the container's overlay, with a hint for the usual failures."""
+    try:
+        nsapi.mount(source, target, fstype, 0, data)
+    except OSError as exc:
+        err = exc.errno or 0
         hint = {errno.EPERM: " (needs root: CAP_SYS_ADMIN)", errno.ENODEV: " (no overlay filesystem: modprobe overlay)",
                 errno.EINVAL: " (an upper/work on a filesystem overlay cannot use, or a bad lowerdir)"}.get(err, "")
-        raise StoreError(f"mount overlay on {target}: {os.strerror(err)}{hint}")
+        raise StoreError(f"mount overlay on {target}: {os.strerror(err)}{hint}") from None
 
 
 def _umount(target: str) -> None:
-    libc = _libc()
-    if libc.umount2(target.encode(), 0) == 0:
-        return
-    err = ctypes.get_errno()
-    if err == errno.EBUSY and libc.umount2(target.encode(), MNT_DETACH) == 0:
-        return
-    err = ctypes.get_errno()
-    if err != errno.EINVAL:  # EINVAL: not a mount point (any more)
-        raise StoreError(f"umount {target}: {os.strerror(err)}")
+    """Unmount; lazily when busy; nothing when it is not a mount point (any more)."""
+    for flags in (0, nsapi.MNT_DETACH):
+        try:
+            nsapi.umount(target, flags)
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return
+            if exc.errno != errno.EBUSY or flags:
+                raise StoreError(f"umount {target}: {os.strerror(exc.errno or 0)}") from None
 
 
 def _mount_points() -> Iterator[str]:
