@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from conformance.probe.overlay_trees import build_layer, read_tree
 from conformance.ref.overlay import FAULTS, simulate
 
 DEFAULTS = {"redirect_dir": "N", "metacopy": "N", "index": "N", "xino_auto": "N", "redirect_always_follow": "Y"}
@@ -398,38 +399,6 @@ def _scratch() -> Iterator[str]:
         os.rmdir(base)
 
 
-def _build(base: str, entries: list[dict[str, Any]]) -> None:
-    os.makedirs(base, 0o755, exist_ok=True)
-    times = []
-    for e in entries:
-        path = os.path.join(base, e["name"])
-        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-        kind = e.get("type", "file")
-        if kind == "hardlink":
-            os.link(os.path.join(base, e["target"]), path)
-            continue
-        if kind == "file":
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.write(e.get("content", ""))
-        elif kind == "dir" and not os.path.isdir(path):
-            os.mkdir(path)
-        elif kind == "symlink":
-            os.symlink(e["target"], path)
-        elif kind == "fifo":
-            os.mkfifo(path)
-        elif kind == "whiteout":
-            os.mknod(path, stat.S_IFCHR, 0)
-        os.chown(path, e.get("uid", 0), e.get("gid", 0), follow_symlinks=False)
-        if kind != "symlink":
-            os.chmod(path, e.get("mode", {"dir": 0o755, "whiteout": 0}.get(kind, 0o644)))
-        for name, value in dict(e.get("xattrs") or {}, **({"trusted.overlay.opaque": "y"} if e.get("opaque")
-                                                           else {})).items():
-            os.setxattr(path, name, value.encode(), follow_symlinks=False)
-        times.append((path, e.get("mtime", 1_600_000_000)))
-    for path, mtime in times:
-        os.utime(path, (mtime, mtime), follow_symlinks=False)
-
-
 def _node(path: str, *, xattrs: bool) -> dict[str, Any]:
     st = os.lstat(path)
     kinds = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
@@ -454,18 +423,6 @@ def _node(path: str, *, xattrs: bool) -> dict[str, Any]:
                 found[key] = "*" if key == "overlay.origin" else value
         node["xattrs"] = dict(sorted(found.items()))
     return node
-
-
-def _tree(base: str, *, xattrs: bool) -> dict[str, Any]:
-    tree = {}
-    for folder, dirs, files in os.walk(base):
-        for name in dirs + files:
-            full = os.path.join(folder, name)
-            try:
-                tree[os.path.relpath(full, base)] = _node(full, xattrs=xattrs)
-            except FileNotFoundError:  # a whiteout listed in a non-merged dir: as the probe records it
-                tree[os.path.relpath(full, base)] = {"type": "unreachable", "errno": "ENOENT"}
-    return dict(sorted(tree.items()))
 
 
 def _kernel_op(root: str, o: dict[str, Any]) -> Any:
@@ -510,9 +467,9 @@ def kernel_observe(params: dict[str, Any]) -> dict[str, Any]:
             lowers = []
             for n, entries in enumerate(params["lowers"]):
                 lowers.append(os.path.join(base, f"lower{n}"))
-                _build(lowers[-1], entries)
+                build_layer(lowers[-1], entries, userxattr=False)
             upper, work, merged = (os.path.join(base, x) for x in ("upper", "work", "merged"))
-            _build(upper, params.get("upper", []))
+            build_layer(upper, params.get("upper", []), userxattr=False)
             os.mkdir(work)
             os.mkdir(merged)
             words = [k if v is True else f"{k}={v}" for k, v in params.get("options", {}).items() if v is not False]
@@ -528,11 +485,11 @@ def kernel_observe(params: dict[str, Any]) -> dict[str, Any]:
                         results.append({"errno": None, "value": _kernel_op(merged, o)})
                     except OSError as exc:
                         results.append({"errno": errno.errorcode[exc.errno or 0], "value": None})
-                merged_tree = _tree(merged, xattrs=False)
+                merged_tree = read_tree(merged, xattrs=False)
             finally:
                 subprocess.run(["umount", merged], check=True)
             return {"mount_error": None, "results": results, "merged": merged_tree,
-                    "upper": _tree(upper, xattrs=True)}
+                    "upper": read_tree(upper, xattrs=True)}
     finally:
         os.umask(old)
 
