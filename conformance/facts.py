@@ -105,6 +105,7 @@ REQUIREMENTS: dict[str, tuple[str, Any, str]] = {
     "tmpfs-user-xattr": ("overlay.tmpfs_user_xattr", True, "user.* xattrs on tmpfs need kernel 6.6 or later"),
     "cgroup-v2": ("cgroup.mode", "v2", "the host does not run the unified cgroup v2 hierarchy"),
     "seccomp": ("security.seccomp.supported", True, "the kernel has no seccomp"),
+    "smp": ("cpus", lambda n: isinstance(n, int) and n >= 2, "the host has one CPU: a cpuset cannot exclude any"),
 }
 
 
@@ -117,4 +118,6 @@ def unmet(requirement: str, facts: Mapping[str, Any]) -> str | None:
     if requirement not in REQUIREMENTS:
         raise KeyError(f"unknown requirement {requirement!r}; known: {', '.join(REQUIREMENTS)}, tool:NAME")
     path, wanted, reason = REQUIREMENTS[requirement]
-    return None if lookup(facts, path) == wanted else f"{reason} ({path} = {lookup(facts, path)!r})"
+    value = lookup(facts, path)
+    met = wanted(value) if callable(wanted) else value == wanted
+    return None if met else f"{reason} ({path} = {value!r})"

@@ -14,7 +14,7 @@ class CrunDriver(ToolDriver):
 
     name: ClassVar[str] = "crun"
     tool: ClassVar[str] = "crun"
-    areas: ClassVar[frozenset[str]] = frozenset({"namespaces"})
+    areas: ClassVar[frozenset[str]] = frozenset({"namespaces", "cgroups"})
     description: ClassVar[str] = "crun, the C OCI runtime: run an OCI bundle"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:

@@ -14,7 +14,7 @@ class DockerDriver(ToolDriver):
 
     name: ClassVar[str] = "docker"
     tool: ClassVar[str] = "docker"
-    areas: ClassVar[frozenset[str]] = frozenset({"layers", "namespaces"})
+    areas: ClassVar[frozenset[str]] = frozenset({"layers", "namespaces", "cgroups"})
     description: ClassVar[str] = "the Docker engine (overlay2): load, create, read its overlay; save; build"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:

@@ -12,5 +12,5 @@ class PodmanDriver(ToolDriver):
 
     name: ClassVar[str] = "podman"
     tool: ClassVar[str] = "podman"
-    areas: ClassVar[frozenset[str]] = frozenset({"layers", "namespaces"})
+    areas: ClassVar[frozenset[str]] = frozenset({"layers", "namespaces", "cgroups"})
     description: ClassVar[str] = "podman (overlay storage, runc): pull from an OCI layout, create, export; push; build"

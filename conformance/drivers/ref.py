@@ -1,7 +1,7 @@
 """The project's reference implementations (conformance/ref), run by the probe on the host.
 
 It offers the layers area (OCI layers, layouts, diffs, the layer store), the overlay area (the
-overlayfs model) and the namespaces area (the runtime); the cgroup manager adds its area here.
+overlayfs model), the namespaces area (the runtime) and the cgroups area (the runtime's cgroup manager).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from conformance.drivers import Availability
+from conformance.probe.cg_faults import CG_FAULTS
 from conformance.probe.ns_faults import NS_FAULTS
 from conformance.probe.overlay_faults import OVERLAY_FAULTS
 
@@ -57,7 +58,7 @@ FAULTS: dict[str, str] = {
     "LAYER-SAFE-003": "takes a layer that cannot be read whole as complete (lenient-reader)",
     "OCI-LAYOUT-002": "skips a layer whose blob the layout lacks (missing-blob-as-empty)",
 }
-for _table in (OVERLAY_FAULTS, NS_FAULTS):
+for _table in (OVERLAY_FAULTS, NS_FAULTS, CG_FAULTS):
     FAULTS.update({clause: f"{what} ({behaviour})" for clause, (behaviour, what) in _table.items()})
 
 
@@ -66,7 +67,8 @@ class RefDriver:
 
     name: ClassVar[str] = "ref"
     # the layer store (ref/store.py), the overlayfs model (ref/overlay.py), the runtime (ref/runtime.py)
-    areas: ClassVar[frozenset[str]] = frozenset({"layers", "overlay", "namespaces"})
+    # and its cgroup manager (ref/cgmanager.py)
+    areas: ClassVar[frozenset[str]] = frozenset({"layers", "overlay", "namespaces", "cgroups"})
     description: ClassVar[str] = "the project's reference implementations in Python (conformance/ref)"
 
     def available(self, facts: Mapping[str, Any]) -> Availability:

@@ -12,5 +12,5 @@ class RuncDriver(ToolDriver):
 
     name: ClassVar[str] = "runc"
     tool: ClassVar[str] = "runc"
-    areas: ClassVar[frozenset[str]] = frozenset({"namespaces"})
+    areas: ClassVar[frozenset[str]] = frozenset({"namespaces", "cgroups"})
     description: ClassVar[str] = "runc, the OCI reference runtime: run an OCI bundle"

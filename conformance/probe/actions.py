@@ -44,6 +44,7 @@ ACTION_MODULES: dict[str, str] = {
     "overlay": "conformance.probe.overlay_checks",
     "hostile": "conformance.probe.hostile_checks",
     "ns": "conformance.probe.ns_checks",
+    "cg": "conformance.probe.cg_checks",
     "facts": "conformance.probe.facts",
     "clean": "conformance.probe.clean",
     "selftest": "conformance.probe.selftest",

@@ -132,8 +132,21 @@ def make_cgroup(h: Hierarchy, name: str, sandbox: Sandbox) -> str:
 
 
 def remove_cgroup(path: str, attempts: int = 50) -> None:
-    """Kill what is left in a cgroup and remove it; rmdir fails with EBUSY while members exit."""
+    """Kill what is left in a cgroup and its children and remove them all, deepest first.
+
+    rmdir fails with EBUSY while members exit; a frozen cgroup's members cannot die until it is thawed
+    (a run killed mid-pause leaves one), so thaw first.
+    """
+    with contextlib.suppress(OSError):
+        for child in sorted(os.listdir(path)):
+            if os.path.isdir(os.path.join(path, child)):
+                remove_cgroup(os.path.join(path, child), attempts)
+    for name, value in (("cgroup.freeze", "0"), ("freezer.state", "THAWED")):
+        with contextlib.suppress(OSError):
+            write(os.path.join(path, name), value)
     for _ in range(attempts):
+        with contextlib.suppress(OSError):
+            write(os.path.join(path, "cgroup.kill"), "1")
         with contextlib.suppress(OSError):
             for pid in read(os.path.join(path, "cgroup.procs")).split():
                 with contextlib.suppress(ProcessLookupError):

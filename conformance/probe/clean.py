@@ -73,15 +73,16 @@ def docker_env() -> dict[str, str] | None:
 
 
 def leftover_engine_objects(run_id: str | None = None) -> list[list[str]]:
-    """Docker containers and images a killed run left (podman stores live in scratch dirs): rm argv each."""
+    """Docker containers and images, runc and crun containers a killed run left (podman stores live in
+    scratch dirs): the argv that removes each."""
     from conformance.probe.actions import NotApplicable  # noqa: PLC0415
     from conformance.probe.appliers import docker_cli  # noqa: PLC0415
 
     try:
         client, env = docker_cli()
     except NotApplicable:
-        return []
-    found: list[list[str]] = []
+        return leftover_oci_containers(run_id)
+    found: list[list[str]] = leftover_oci_containers(run_id)
     environ = {**os.environ, **env}
     for listing, remove in ((["ps", "-a", "--format", "{{.Names}}"], ["rm", "-f"]),
                             (["images", "--format", "{{.Repository}}:{{.Tag}}"], ["rmi", "-f"])):
@@ -89,6 +90,18 @@ def leftover_engine_objects(run_id: str | None = None) -> list[list[str]]:
             done = subprocess.run([client, *listing], capture_output=True, text=True, timeout=30, check=False,
                                   env=environ)
             found += [[client, *remove, name] for name in done.stdout.split() if _matches(name, run_id)]
+    return found
+
+
+def leftover_oci_containers(run_id: str | None = None) -> list[list[str]]:
+    """runc and crun containers of a killed run (their state outlives them): `delete --force` argv each."""
+    found: list[list[str]] = []
+    for tool in ("runc", "crun"):
+        if shutil.which(tool) is None:
+            continue
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run([tool, "list", "-q"], capture_output=True, text=True, timeout=30, check=False)
+            found += [[tool, "delete", "--force", name] for name in done.stdout.split() if _matches(name, run_id)]
     return found
 
 

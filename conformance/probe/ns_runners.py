@@ -56,6 +56,12 @@ class Container:
     raw_namespaces: Sequence[Mapping[str, str]] | None
     caps: tuple[str, ...] = ()  # capabilities beyond the runtime's defaults, e.g. CAP_SYS_ADMIN to mount
     env: Mapping[str, str] = field(default_factory=dict)
+    # The cgroups area: OCI linux.resources (engines get the same as flags), the cgroupsPath the OCI
+    # runtimes are given, engine-only flags (--cpus) and extra host dirs bound in (source, destination).
+    resources: Mapping[str, Any] | None = None
+    cgroups_path: str | None = None
+    engine_flags: Mapping[str, str] = field(default_factory=dict)
+    binds: tuple[tuple[str, str], ...] = ()
 
 
 class Runner:
@@ -72,6 +78,14 @@ class Runner:
 
     def stop(self, box: Container) -> None:
         """Kill and remove the container if it is still there (after a timeout or a crash)."""
+
+    def pause(self, box: Container) -> None:
+        """Freeze every process of the running container (runc pause, docker pause)."""
+        raise NotApplicable(f"{self.name} cannot pause a container")
+
+    def resume(self, box: Container) -> None:
+        """Thaw what pause froze."""
+        raise NotApplicable(f"{self.name} cannot resume a container")
 
 
 # --- runc, crun and ref: one OCI bundle -----------------------------------------------------------
@@ -106,6 +120,12 @@ def bundle_config(box: Container) -> JsonDict:
     linux["rootfsPropagation"] = "private"
     config["mounts"] = [*config.get("mounts", []), {"destination": "/chan", "type": "bind", "source": box.chan,
                                                      "options": ["rbind", "rw", "rprivate"]}]
+    config["mounts"] += [{"destination": dst, "type": "bind", "source": src, "options": ["rbind", "rw", "rprivate"]}
+                         for src, dst in box.binds]
+    if box.cgroups_path:
+        linux["cgroupsPath"] = box.cgroups_path
+    if box.resources:
+        linux["resources"] = {**(linux.get("resources") or {}), **box.resources}
     return config
 
 
@@ -134,6 +154,8 @@ class OciRunner(Runner):
         """`TOOL run --bundle`: the bundle is written from box first."""
         if shutil.which(self.tool) is None:
             raise NotApplicable(f"{self.tool} is not installed on this host")
+        if box.engine_flags:
+            raise NotApplicable(f"{self.tool} takes a config.json: {', '.join(box.engine_flags)} are engine flags")
         bundle = write_bundle(box)
         self.ctx.sandbox.defer(f"{self.tool} delete {box.cid}", lambda: self.stop(box))
         return subprocess.Popen([self.tool, "run", "--bundle", bundle, box.cid], stdin=subprocess.DEVNULL,
@@ -142,6 +164,20 @@ class OciRunner(Runner):
     def stop(self, box: Container) -> None:
         """`delete --force`: kills what is left and removes the container's state."""
         subprocess.run([self.tool, "delete", "--force", box.cid], capture_output=True, timeout=30, check=False)
+
+    def pause(self, box: Container) -> None:
+        """`TOOL pause ID`."""
+        _tool([self.tool, "pause", box.cid])
+
+    def resume(self, box: Container) -> None:
+        """`TOOL resume ID`."""
+        _tool([self.tool, "resume", box.cid])
+
+
+def _tool(argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.decode(errors='replace').strip()[-500:]}")
 
 
 class RuncRunner(OciRunner):
@@ -163,18 +199,54 @@ class RefRunner(Runner):
 
     name: ClassVar[str] = "ref"
 
-    def start(self, box: Container, stdout: int, stderr: int) -> subprocess.Popen[bytes]:
-        """A child interpreter, so the probe keeps watching the host while the container runs."""
+    def faults(self) -> frozenset[str]:
+        """The runtime behaviour the clause under test gets wrong, from the namespaces or cgroups table."""
+        from conformance.probe.cg_faults import CG_BEHAVIOURS  # noqa: PLC0415
         from conformance.probe.ns_faults import FAULT_BEHAVIOURS  # noqa: PLC0415
 
+        fault = self.ctx.fault or ""
+        behaviour = FAULT_BEHAVIOURS.get(fault) or CG_BEHAVIOURS.get(fault)
+        return frozenset([behaviour] if behaviour else [])
+
+    def start(self, box: Container, stdout: int, stderr: int) -> subprocess.Popen[bytes]:
+        """A child interpreter, so the probe keeps watching the host while the container runs."""
+        if box.engine_flags:
+            box = _with_engine_flags(box, self.faults())
         bundle = write_bundle(box)
-        behaviour = FAULT_BEHAVIOURS.get(self.ctx.fault or "")
-        faults = [behaviour] if behaviour else []
         # The probe runs from a zip (sys.path[0]); the child imports the runtime from the same place.
         code = ("import sys; sys.path.insert(0, sys.argv[1]); from conformance.ref.runtime import run_bundle; "
                 "sys.exit(run_bundle(sys.argv[2], sys.argv[3], faults=frozenset(sys.argv[4:])))")
-        return subprocess.Popen([sys.executable, "-S", "-c", code, sys.path[0], bundle, box.cid, *faults],
-                                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+        argv = [sys.executable, "-S", "-c", code, sys.path[0], bundle, box.cid, *sorted(self.faults())]
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+
+    def _cgroup(self, box: Container) -> Any:
+        from conformance.ref.cgmanager import ContainerCgroup, detect_layout  # noqa: PLC0415
+
+        if not box.cgroups_path:
+            raise NotApplicable("the reference runtime makes a cgroup only for a cgroupsPath or resources")
+        return ContainerCgroup.open(detect_layout(), box.cgroups_path, faults=self.faults())
+
+    def pause(self, box: Container) -> None:
+        """The reference manager's freeze of the container's cgroup (what a `pause` command would call)."""
+        self._cgroup(box).freeze()
+
+    def resume(self, box: Container) -> None:
+        """The reference manager's thaw."""
+        self._cgroup(box).thaw()
+
+
+def _with_engine_flags(box: Container, faults: frozenset[str]) -> Container:
+    """Box with its engine flags (--cpus) turned into resources by the reference's own conversion."""
+    import dataclasses  # noqa: PLC0415
+
+    from conformance.ref.container import resources_from_flags  # noqa: PLC0415
+
+    added = resources_from_flags(dict(box.engine_flags))
+    merged: dict[str, Any] = {key: dict(value) if isinstance(value, Mapping) else value
+                              for key, value in (box.resources or {}).items()}
+    for key, value in added.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, Mapping) else value
+    return dataclasses.replace(box, resources=merged, engine_flags={})
 
 
 # --- docker and podman: an image imported from the rootfs ---------------------------------------------
@@ -224,6 +296,8 @@ class EngineRunner(Runner):
         flags += [f"--cap-add={cap.removeprefix('CAP_')}" for cap in box.caps]
         if box.user_ns:
             flags += self.user_flags(box)
+        flags += [f"--volume={src}:{dst}" for src, dst in box.binds]
+        flags += resource_flags(box.resources or {}, self.name) + [f"--{k}={v}" for k, v in box.engine_flags.items()]
         self.ctx.sandbox.defer(f"{self.name} rm {box.cid}", lambda: self.stop(box))
         return subprocess.Popen([*argv, "run", *flags, image, "/bin/sh", "-c", box.script],
                                 stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env={**os.environ, **env})
@@ -232,6 +306,42 @@ class EngineRunner(Runner):
         """`rm --force`: the engine kills and removes the container."""
         argv, env = self.argv(box)
         _engine(argv, env, "rm", "--force", box.cid, check=False)
+
+    def pause(self, box: Container) -> None:
+        """`ENGINE pause NAME`."""
+        argv, env = self.argv(box)
+        _engine(argv, env, "pause", box.cid)
+
+    def resume(self, box: Container) -> None:
+        """`ENGINE unpause NAME`."""
+        argv, env = self.argv(box)
+        _engine(argv, env, "unpause", box.cid)
+
+
+#: OCI linux.resources fields -> the docker/podman run flag that sets them (the same on both engines).
+_RESOURCE_FLAGS: dict[tuple[str, str], str] = {
+    ("memory", "limit"): "--memory", ("memory", "reservation"): "--memory-reservation",
+    ("memory", "swap"): "--memory-swap", ("pids", "limit"): "--pids-limit",
+    ("cpu", "quota"): "--cpu-quota", ("cpu", "period"): "--cpu-period", ("cpu", "shares"): "--cpu-shares",
+    ("cpu", "cpus"): "--cpuset-cpus", ("cpu", "mems"): "--cpuset-mems",
+}
+
+
+def resource_flags(resources: Mapping[str, Any], engine: str) -> list[str]:
+    """The run flags that ask an engine for resources; NotApplicable for what it has no flag for."""
+    flags: list[str] = []
+    for group, fields in resources.items():
+        if group == "unified":
+            if engine != "podman":
+                raise NotApplicable(f"{engine} has no flag for cgroup v2 files (resources.unified)")
+            flags += [f"--cgroup-conf={key}={value}" for key, value in fields.items()]
+            continue
+        for name, value in fields.items():
+            flag = _RESOURCE_FLAGS.get((group, name))
+            if flag is None:
+                raise NotApplicable(f"{engine} has no run flag for linux.resources.{group}.{name}")
+            flags.append(f"{flag}={value}")
+    return flags
 
 
 def _engine(argv: list[str], env: Mapping[str, str], *args: str, check: bool = True) -> str:

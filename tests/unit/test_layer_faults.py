@@ -6,11 +6,11 @@ import pytest
 
 from conformance.clauses import load_catalogue
 from conformance.drivers.ref import FAULTS
-from conformance.probe import layer_checks, ns_faults, overlay_checks
+from conformance.probe import cg_faults, layer_checks, ns_faults, overlay_checks
 
 #: The areas the reference implementations answer, each with the probe's clause -> behaviour table.
 TABLES = {"layers": layer_checks.FAULT_BEHAVIOURS, "overlay": overlay_checks.FAULT_BEHAVIOURS,
-          "namespaces": ns_faults.FAULT_BEHAVIOURS}
+          "namespaces": ns_faults.FAULT_BEHAVIOURS, "cgroups": cg_faults.CG_BEHAVIOURS}
 
 
 @pytest.mark.parametrize("area", sorted(TABLES))
@@ -27,5 +27,5 @@ def test_the_driver_describes_no_other_fault() -> None:
 @pytest.mark.parametrize("area", sorted(TABLES))
 def test_ref_fault_points_are_named_by_behaviour_not_clause(area: str) -> None:
     for clause_id, behaviour in TABLES[area].items():
-        assert not behaviour.startswith(("LAYER-", "OCI-", "OVL-", "NS-")), clause_id
+        assert not behaviour.startswith(("LAYER-", "OCI-", "OVL-", "NS-", "CG-")), clause_id
         assert f"({behaviour})" in FAULTS[clause_id], clause_id

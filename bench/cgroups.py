@@ -1,0 +1,113 @@
+"""Cgroups: the flake rate of the timing clauses, and what a limited container costs per runtime.
+
+1. Flake rate. The clauses tagged `timing` in conformance/clauses/cgroups.yaml (CPU quota, throttling and
+   usage over a window, memory.high throttling, the OOM kill, pause and resume) are run --runs times
+   against each implementation through `conformance run`, exactly as a user runs them. A verdict other
+   than pass (or a skip the host cannot help, like memory.high off cgroup v2) counts as a flake. The
+   project's bar is 0: the script exits 1 when any clause flaked.
+2. Cost. The same runs time one container with memory and pids limits whose cgroup is read at a
+   checkpoint (CG-LIFE-001's test): the median per implementation and its ratio to runc, the reference
+   peer, on the same work in the same run.
+
+Run as root on a prepared host (bin/bootstrap); every run writes under a conformance-bench-* dir on
+/dev/shm, removed after. For another host, pass --hosts and --ssh-config as to `conformance run`.
+Usage: python bench/cgroups.py [--runs 20] [--impl ref --impl runc ...] [--hosts ssh://guest --ssh-config F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_ROOT))
+
+from conformance.clauses import load_catalogue  # noqa: E402
+from conformance.suite_index import tests_by_clause  # noqa: E402
+
+_COST_CLAUSE = "CG-LIFE-001"
+
+
+def timing_clauses() -> list[str]:
+    """The cgroups clauses whose checks depend on time: tagged `timing` in the catalogue."""
+    return sorted(c.id for c in load_catalogue().select(("cgroups",)) if "timing" in c.tags)
+
+
+def selection(clauses: list[str]) -> str:
+    """A pytest -k expression for the tests of these clauses."""
+    index = tests_by_clause()
+    names = sorted({test.split("::")[1] for cid in clauses for test in index.get(cid, [])})
+    return " or ".join(names)
+
+
+def one_run(workdir: Path, impls: list[str], extra: list[str], keyword: str) -> list[dict[str, object]]:
+    """One `conformance run` of the selected tests; its results."""
+    reports = workdir / "reports"
+    argv = [sys.executable, "-m", "conformance", "run", "--area", "cgroups", "--report-dir", str(reports),
+            *[f"--impl={impl}" for impl in impls], *extra, "--", "-k", keyword, "-q"]
+    subprocess.run(argv, cwd=_ROOT, capture_output=True, timeout=1800, check=False)
+    results = json.loads((reports / "latest" / "results.json").read_text(encoding="utf-8"))["results"]
+    shutil.rmtree(reports, ignore_errors=True)
+    return list(results)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--impl", action="append", default=None, help="default: ref, runc, podman, docker")
+    parser.add_argument("--hosts", default=None)
+    parser.add_argument("--ssh-config", default=None)
+    args = parser.parse_args()
+    impls = args.impl or ["ref", "runc", "podman", "docker"]
+    extra = [*(["--hosts", args.hosts] if args.hosts else []), *(["--ssh-config", args.ssh_config]
+                                                                  if args.ssh_config else [])]
+    clauses = timing_clauses()
+    keyword = selection([*clauses, _COST_CLAUSE])
+    verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
+    costs: dict[str, list[float]] = defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="conformance-bench-", dir="/dev/shm") as scratch:
+        for index in range(args.runs):
+            for result in one_run(Path(scratch), impls, extra, keyword):
+                key = (str(result["clause"]), str(result["implementation"]))
+                verdicts[key].append(str(result["verdict"]))
+                if result["clause"] == _COST_CLAUSE and result["verdict"] == "pass":
+                    costs[str(result["implementation"])].append(float(str(result["duration"])))
+            print(f"run {index + 1}/{args.runs} done", file=sys.stderr)
+    flaky = 0
+    print(f"## Flake rate of the timing clauses over {args.runs} runs\n")
+    print("| clause | " + " | ".join(impls) + " |")
+    print("|---|" + "---|" * len(impls))
+    for clause in clauses:
+        cells = []
+        for impl in impls:
+            seen = verdicts.get((clause, impl), [])
+            bad = [v for v in seen if v not in ("pass", "skip")]
+            skips = seen.count("skip")
+            flaky += len(bad)
+            cells.append("n/a (skip)" if seen and skips == len(seen) else f"{len(bad)}/{len(seen)}"
+                         + (f" ({', '.join(sorted(set(bad)))})" if bad else ""))
+        print(f"| {clause} | " + " | ".join(cells) + " |")
+    print(f"\n## One limited container, read at a checkpoint ({_COST_CLAUSE}'s test), median of {args.runs}\n")
+    base = statistics.median(costs["runc"]) if costs.get("runc") else None
+    print("| implementation | median s | ratio to runc |")
+    print("|---|---|---|")
+    for impl in impls:
+        if not costs.get(impl):
+            print(f"| {impl} | - | - |")
+            continue
+        median = statistics.median(costs[impl])
+        ratio = f"{median / base:.2f}x" if base else "-"
+        print(f"| {impl} | {median:.2f} | {ratio} |")
+    print(f"\nflaky verdicts: {flaky}")
+    return 1 if flaky else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""CG-CPU-*: cpu quota, period, shares and cpuset written as asked, and the quota enforced on a hog.
+
+The timing clauses follow tools/testing/selftests/cgroup/test_cpu.c: a busy loop runs under the quota, the
+host samples cpu.stat over a window of wall time, and the usage is compared with what the quota allows
+using the selftests' values_close at their tolerance (10%). A sample outside it is taken again, up to
+ATTEMPTS times (a noisy neighbour can steal a window); a faulty runtime misses every time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from conformance.scenarios import cgroups as cg
+from conformance.suite.cgroups import at, first, knob, mode, observe, own, ran, refused, values_close
+from conformance.target import Target
+
+ATTEMPTS = 3
+QUOTA, PERIOD = 50_000, 100_000
+_READ = {"running": ["read"]}
+
+
+def _quota_limited_hog(target: Target, judge: Callable[[Mapping[str, Any]], tuple[bool, str]]) -> Mapping[str, Any]:
+    """Sample a hog under QUOTA/PERIOD until judge accepts a window (at most ATTEMPTS); the last sample."""
+    tried: list[str] = []
+    window: Mapping[str, Any] = {}
+    for _ in range(ATTEMPTS):
+        seen = observe(target, cg.run(f"{cg.CPU_HOG}at hog; kill $HOG",
+                                      resources={"cpu": {"quota": QUOTA, "period": PERIOD}},
+                                      checkpoints={"hog": ["cpu"]}, cpu_window=1.0))
+        run = first(seen)
+        ran(target, run)
+        point = at(target, run, "hog")
+        own(target, point)
+        window = point["cpu"]
+        good, why = judge(window)
+        if good:
+            break
+        tried.append(why)
+    target.note("cpu samples outside tolerance before this one", tried)
+    return window
+
+
+def allowed_usage(wall_usec: int, quota: int = QUOTA, period: int = PERIOD) -> int:
+    """What a hog may use in wall_usec: n whole periods of quota, plus the partial period's share."""
+    periods, rest = divmod(wall_usec, period)
+    return periods * quota + min(rest, quota)
+
+
+@pytest.mark.clause("CG-CPU-001")
+def test_quota_and_period_are_written(target: Target) -> None:
+    """Quota 30000 and period 60000 MUST read back as cpu.max "30000 60000" / cfs_quota_us, cfs_period_us."""
+    seen = observe(target, cg.run("at running", resources={"cpu": {"quota": 30_000, "period": 60_000}},
+                                  checkpoints=_READ))
+    run = first(seen)
+    ran(target, run)
+    point = at(target, run, "running")
+    target.expect("cpu quota", 30_000, knob(target, point, "cpu.quota"))
+    target.expect("cpu period", 60_000, knob(target, point, "cpu.period"))
+
+
+@pytest.mark.clause("CG-CPU-002")
+def test_period_out_of_range_is_an_error(target: Target) -> None:
+    """A cpu period of 100 µs (the kernel's minimum is 1000) MUST stop the container before it runs."""
+    seen = observe(target, cg.run("echo ran=1", resources={"cpu": {"quota": 50_000, "period": 100}}))
+    refused(target, first(seen), "cpu.period 100")
+
+
+def weight_from_shares(shares: int) -> int:
+    """Cgroup v2 cpu.weight for v1 shares, as runc >= 1.3.2 and crun >= 1.23 convert (1024 -> 100)."""
+    exponent = (math.log2(shares) ** 2 + 125 * math.log2(shares)) / 612.0 - 7.0 / 34.0
+    return min(10_000, max(1, math.ceil(10 ** exponent)))
+
+
+def linear_weight_from_shares(shares: int) -> int:
+    """The older conversion (runc < 1.3.2, crun < 1.23): 1024 -> 39; reported when a runtime still uses it."""
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+@pytest.mark.clause("CG-CPU-003")
+def test_shares_are_written_or_converted(target: Target) -> None:
+    """Shares 512 SHOULD read back as cpu.shares 512 (v1) or cpu.weight 59 (v2, the current conversion)."""
+    seen = observe(target, cg.run("at running", resources={"cpu": {"shares": 512}}, checkpoints=_READ))
+    run = first(seen)
+    ran(target, run)
+    point = at(target, run, "running")
+    if mode(seen) == "v2":
+        got = knob(target, point, "cpu.weight")
+        target.note("shares 512 became weight", got)
+        target.expect("cpu.weight for shares 512", weight_from_shares(512), got,
+                      hint=f"the linear conversion gives {linear_weight_from_shares(512)}")
+    else:
+        target.expect("cpu.shares", 512, knob(target, point, "cpu.shares"))
+
+
+@pytest.mark.clause("CG-CPU-004")
+def test_cpus_flag_is_a_quota_of_periods(target: Target) -> None:
+    """--cpus 0.5 MUST set quota 50000 per period 100000."""
+    seen = observe(target, cg.run("at running", engine_flags={"cpus": "0.5"}, checkpoints=_READ))
+    run = first(seen)
+    ran(target, run)
+    point = at(target, run, "running")
+    target.expect("cpu quota", 50_000, knob(target, point, "cpu.quota"))
+    target.expect("cpu period", 100_000, knob(target, point, "cpu.period"))
+
+
+@pytest.mark.clause("CG-CPU-005")
+def test_hog_gets_its_quota(target: Target) -> None:
+    """A busy loop under 50000/100000 MUST use n*Q + min(rem, Q) of the window, within 10% (values_close)."""
+
+    def judge(window: Mapping[str, Any]) -> tuple[bool, str]:
+        used, allowed = window["stat_delta"].get("usage_usec", 0), allowed_usage(window["wall_usec"])
+        return values_close(used, allowed, 10), f"used {used} µs of {allowed} allowed in {window['wall_usec']} µs"
+
+    window = _quota_limited_hog(target, judge)
+    used, allowed = window["stat_delta"].get("usage_usec", 0), allowed_usage(window["wall_usec"])
+    target.expect_that("cgroup cpu usage over the window", values_close(used, allowed, 10),
+                       f"within 10% of {allowed} µs (values_close)", used)
+
+
+@pytest.mark.clause("CG-CPU-006")
+def test_throttling_is_counted(target: Target) -> None:
+    """While the hog exhausts its quota, nr_throttled and throttled time MUST grow."""
+
+    def judge(window: Mapping[str, Any]) -> tuple[bool, str]:
+        delta = window["stat_delta"]
+        return delta.get("nr_throttled", 0) > 0 and delta.get("throttled_usec", 0) > 0, str(delta)
+
+    delta = _quota_limited_hog(target, judge)["stat_delta"]
+    target.expect_that("nr_throttled over the window", delta.get("nr_throttled", 0) > 0, "> 0", delta)
+    target.expect_that("throttled time over the window", delta.get("throttled_usec", 0) > 0, "> 0", delta)
+
+
+@pytest.mark.clause("CG-CPU-007")
+def test_usage_counts_the_container_cpu_time(target: Target) -> None:
+    """The cgroup's usage MUST grow by its processes' own CPU time, within 10% plus a clock tick each."""
+
+    def close(window: Mapping[str, Any]) -> bool:
+        used, own_time = int(window["stat_delta"].get("usage_usec", 0)), int(window["process_cpu_usec"])
+        return abs(used - own_time) <= (used + own_time) / 10 + 3 * 10_000
+
+    def judge(window: Mapping[str, Any]) -> tuple[bool, str]:
+        return close(window), f"cgroup {window['stat_delta'].get('usage_usec')} µs, processes " \
+                              f"{window['process_cpu_usec']} µs"
+
+    window = _quota_limited_hog(target, judge)
+    target.expect_that("cgroup usage against the processes' CPU time", close(window),
+                       f"within 10% of {window['process_cpu_usec']} µs", window["stat_delta"].get("usage_usec"))
+
+
+@pytest.mark.clause("CG-CPU-008")
+@pytest.mark.requires("smp")
+def test_cpuset_restricts_affinity(target: Target) -> None:
+    """Cpus = the last CPU MUST be written to cpuset.cpus and be the only CPU the container may use."""
+    cpu = str(int(target.facts.get("cpus") or 2) - 1)
+    script = "echo allowed=$(grep Cpus_allowed_list /proc/self/status | cut -f2); at running"
+    seen = observe(target, cg.run(script, resources={"cpu": {"cpus": cpu, "mems": "0"}}, checkpoints=_READ))
+    run = first(seen)
+    said = ran(target, run)
+    target.expect("cpuset.cpus", cpu, knob(target, at(target, run, "running"), "cpuset.cpus"))
+    target.expect("CPUs the container's processes may run on", cpu, said.get("allowed"))
