@@ -25,8 +25,12 @@ HOST_CLAUSES = [c.id for c in load_catalogue().select(("host",))]
 LAYER_CLAUSES = [c.id for c in load_catalogue().select(("layers",))]
 OVERLAY_CLAUSES = [c.id for c in load_catalogue().select(("overlay",))]
 NS_CLAUSES = [c.id for c in load_catalogue().select(("namespaces",))]
-REF_CLAUSES = LAYER_CLAUSES + OVERLAY_CLAUSES + NS_CLAUSES  # what the reference implementations answer
-RUN_CLAUSES = HOST_CLAUSES + REF_CLAUSES  # the areas a default run covers: host, layers, overlay, namespaces
+CG_CLAUSES = [c.id for c in load_catalogue().select(("cgroups",))]
+#: what the reference implementations answer
+REF_CLAUSES = LAYER_CLAUSES + OVERLAY_CLAUSES + NS_CLAUSES + CG_CLAUSES
+RUN_CLAUSES = HOST_CLAUSES + REF_CLAUSES  # the areas a default run covers: every one
+#: Clauses only a pure cgroup v2 host can check: elsewhere they skip, with or without a fault.
+V2_ONLY = {"NS-CG-002", *(c.id for c in load_catalogue().select(("cgroups",)) if "v2" in c.tags)}
 
 
 def _run(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]:
@@ -67,12 +71,14 @@ def test_every_host_clause_has_a_verdict_and_the_facts_are_there(clean_run: Any)
     assert sorted(ref) == sorted(REF_CLAUSES)
     skipped = {cid for cid, verdict in ref.items() if verdict == "skip"}
     assert set(ref.values()) <= {"pass", "skip"}
-    # only a clause this host cannot check skips (NS-CG-002 needs pure cgroup v2)
-    assert skipped <= (set() if local["facts"]["cgroup"]["mode"] == "v2" else {"NS-CG-002"})
+    # only a clause this host cannot check skips (NS-CG-002, memory.high and unified need pure cgroup v2)
+    assert skipped <= (set() if local["facts"]["cgroup"]["mode"] == "v2" else V2_ONLY)
     overlay = {r["clause"] for r in results["results"] if r["implementation"] in ("kernel", "fuse-overlayfs")}
     assert set(OVERLAY_CLAUSES) <= overlay  # the model's answers sit beside the real overlays' on this host
     runc = {r["clause"]: r["verdict"] for r in results["results"] if r["implementation"] == "runc"}
-    assert sorted(runc) == sorted(NS_CLAUSES)  # and the reference runtime's beside runc's
+    assert sorted(runc) == sorted(NS_CLAUSES + CG_CLAUSES)  # and the reference runtime's beside runc's
+    modes = {r["context"].get("cgroup mode") for r in results["results"] if r["area"] == "cgroups"}
+    assert modes == {local["facts"]["cgroup"]["mode"]}  # every cgroups result names the layout it came from
 
 
 def test_exit_code_follows_the_verdicts(clean_run: Any) -> None:
@@ -105,7 +111,8 @@ def test_host_is_left_as_found(clean_run: Any) -> None:
 
 
 @pytest.mark.parametrize(("area", "clauses"), [("host", HOST_CLAUSES), ("layers", LAYER_CLAUSES),
-                                               ("overlay", OVERLAY_CLAUSES), ("namespaces", NS_CLAUSES)])
+                                               ("overlay", OVERLAY_CLAUSES), ("namespaces", NS_CLAUSES),
+                                               ("cgroups", CG_CLAUSES)])
 def test_every_clause_has_teeth(tmp_path: Path, area: str, clauses: list[str]) -> None:
     """Each clause's faulty variant (kernel for host, ref otherwise) is caught: its verdict is fail (at MAY)."""
     impl = {"host": "kernel"}.get(area, "ref")  # the faulty variants are theirs; the tools have none
