@@ -81,6 +81,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                         help="set a variable (repeatable), over the image's Env")
     parser.add_argument("--workdir", "-w", metavar="W", help="the working directory (absolute), over WorkingDir")
+    from conformance.ref.runflags import add_resource_flags  # noqa: PLC0415
+
+    add_resource_flags(parser)  # --memory, --memory-swap, --pids-limit, --cpus, --cpuset-cpus, --cpu-shares
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD",
                         help="the command and its arguments, after --")
@@ -170,6 +173,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import signal  # noqa: PLC0415
 
     from conformance.ref.container import run_image  # noqa: PLC0415
+    from conformance.ref.errors import RefError  # noqa: PLC0415
+    from conformance.ref.runflags import resources_from_args  # noqa: PLC0415
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv  # `args.command` is the top-level one
     for item in args.env:
@@ -177,12 +182,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"conformance ref run: --env {item!r}: expected K=V", file=sys.stderr)
             return 2
 
+    try:
+        resources = resources_from_args(args) or None
+    except RefError as err:
+        print(f"conformance ref run: {err}", file=sys.stderr)
+        return 2
+
     def _terminate(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return run_image(args.image, command, hostname=args.hostname, user_ns=args.user_ns, env=args.env,
-                         workdir=args.workdir)
+                         workdir=args.workdir, resources=resources)
     finally:
         signal.signal(signal.SIGTERM, previous)

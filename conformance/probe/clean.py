@@ -73,8 +73,10 @@ def docker_env() -> dict[str, str] | None:
 
 
 def leftover_engine_objects(run_id: str | None = None) -> list[list[str]]:
-    """Docker containers and images, runc and crun containers a killed run left (podman stores live in
-    scratch dirs): the argv that removes each."""
+    """What a killed run left in the engines and runtimes: the argv that removes each.
+
+    Docker containers and images, runc and crun containers (podman's stores live in scratch dirs).
+    """
     from conformance.probe.actions import NotApplicable  # noqa: PLC0415
     from conformance.probe.appliers import docker_cli  # noqa: PLC0415
 
@@ -94,7 +96,7 @@ def leftover_engine_objects(run_id: str | None = None) -> list[list[str]]:
 
 
 def leftover_oci_containers(run_id: str | None = None) -> list[list[str]]:
-    """runc and crun containers of a killed run (their state outlives them): `delete --force` argv each."""
+    """The runc and crun containers of a killed run (their state outlives them): `delete --force` argv each."""
     found: list[list[str]] = []
     for tool in ("runc", "crun"):
         if shutil.which(tool) is None:

@@ -239,7 +239,7 @@ def _with_engine_flags(box: Container, faults: frozenset[str]) -> Container:
     """Box with its engine flags (--cpus) turned into resources by the reference's own conversion."""
     import dataclasses  # noqa: PLC0415
 
-    from conformance.ref.container import resources_from_flags  # noqa: PLC0415
+    from conformance.ref.runflags import resources_from_flags  # noqa: PLC0415
 
     added = resources_from_flags(dict(box.engine_flags))
     merged: dict[str, Any] = {key: dict(value) if isinstance(value, Mapping) else value

@@ -8,5 +8,7 @@ layout, tarsafe, tarread, attrs, layers, image, diff; the layer store and builde
 containerfile, build, buildcopy, buildcache. The overlay model: overlay, ovloptions, ovltree, ovlmount,
 ovlops. The runtime: runspec, speclinux, specread, defaultspec, mountopts, nsapi, idmap, credentials,
 procexec, stopsignals, nsinit, rootfs, runtime (runtime_cli for people), and container (an image
-run in it). The cgroup manager arrives with its issue.
+run in it). The cgroup manager: cglayout (v1, v2 or hybrid, and where a cgroupsPath lands), cglimits
+(linux.resources and the files each version wants), cgmanager (a container's cgroup: create, add, remove),
+cgfreezer, cgstats, and runflags (docker run's resource flags).
 """

@@ -13,7 +13,9 @@ and for that one run:
 4. mounts the overlay, lowers = init + the image's layers (top first), upper and work fresh, on
    `bundle/rootfs`, and writes `bundle/config.json` from `runspec.default_config` with the process
    the image config and argv give (`process_for`);
-5. calls `runtime.run_bundle` and returns its status (128+N for a signal N);
+5. calls `runtime.run_bundle` and returns its status (128+N for a signal N); with `resources` (the
+   OCI linux.resources, e.g. from docker-like flags through runflags.resources_from_flags) the
+   container gets a cgroup at /<container id> with those limits, which the runtime removes after;
 6. always tears it down, also on an exception or Ctrl-C (SIGINT and SIGTERM are held back while it
    does): every mount under the directory, deepest first (lazily if busy), then the tmpfs and the
    directory itself.
@@ -51,6 +53,7 @@ from conformance.ref.archives import archive_as_layout
 from conformance.ref.commit import upper_to_layer
 from conformance.ref.errors import RefError, UnsafePathError
 from conformance.ref.layout import Layout
+from conformance.ref.runflags import resources_from_flags as resources_from_flags  # noqa: PLC0414 (re-exported)
 from conformance.ref.store import Store
 from conformance.ref.tarsafe import Root, clean_name
 
@@ -119,7 +122,8 @@ def process_for(config: Mapping[str, Any], argv: Sequence[str], *, env: Sequence
 def run_image(image_ref: str, argv: Sequence[str], *, hostname: str | None = None, user_ns: bool = False,
               env: Sequence[str] | None = None, workdir: str | None = None, stdin: int | None = None,
               stdout: int | None = None, stderr: int | None = None, timeout: float | None = None,
-              keep_upper: str | os.PathLike[str] | None = None) -> int:
+              keep_upper: str | os.PathLike[str] | None = None, resources: Mapping[str, Any] | None = None,
+              cgroups_path: str | None = None) -> int:
     """Run `argv` (or the image's Entrypoint/Cmd) in a fresh container of `image_ref`; its exit status.
 
     `image_ref` is an OCI layout `DIR[:TAG]` or an archive `TAR[:TAG]`. The streams are file
@@ -127,13 +131,15 @@ def run_image(image_ref: str, argv: Sequence[str], *, hostname: str | None = Non
     an uncompressed OCI layer tar (commit.upper_to_layer, times as the container left them), written
     before the teardown. With `user_ns` the container gets a user namespace mapping 0 to 100000
     (65536 ids); the image's files are not shifted, so inside they belong to `nobody` and only
-    world-writable places are writable.
+    world-writable places are writable. `resources` (OCI linux.resources) give the container a cgroup
+    at `cgroups_path`, by default /<container id> (`conformance-run-<hex>`).
     """
     with Sandbox.create() as box:
         config = box.unpack(image_ref)
         box.mount()
         status = box.run(process_for(config, argv, env=env, workdir=workdir), hostname=hostname, user_ns=user_ns,
-                         stdin=stdin, stdout=stdout, stderr=stderr, timeout=timeout)
+                         stdin=stdin, stdout=stdout, stderr=stderr, timeout=timeout, resources=resources,
+                         cgroups_path=cgroups_path)
         if keep_upper is not None:
             Path(keep_upper).write_bytes(box.commit())
         return status
@@ -226,8 +232,12 @@ class Sandbox:
 
     def run(self, process: Process, *, hostname: str | None = None, user_ns: bool = False,
             stdin: int | None = None, stdout: int | None = None, stderr: int | None = None,
-            timeout: float | None = None) -> int:
-        """Write the bundle for `process` and run it with the reference runtime; its exit status."""
+            timeout: float | None = None, resources: Mapping[str, Any] | None = None,
+            cgroups_path: str | None = None) -> int:
+        """Write the bundle for `process` and run it with the reference runtime; its exit status.
+
+        With `resources` the container gets a cgroup at `cgroups_path` (default /<sandbox name>).
+        """
         try:
             from conformance.ref.runtime import run_bundle  # noqa: PLC0415 (the runtime is only needed here)
         except ImportError as err:
@@ -248,6 +258,10 @@ class Sandbox:
                                   "user": {"uid": user.uid, "gid": user.gid,
                                            **({"additionalGids": list(user.additional_gids)}
                                               if user.additional_gids else {})}})
+        if resources or cgroups_path:
+            linux = config["linux"]
+            linux["resources"] = {**(linux.get("resources") or {}), **(resources or {})}
+            linux["cgroupsPath"] = cgroups_path or f"/{self.name}"
         (self.bundle / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         try:
             return run_bundle(str(self.bundle), self.name, stdin=stdin, stdout=stdout, stderr=stderr,

@@ -7,8 +7,9 @@ as a tmpfs and /dev/mqueue, runc's maskedPaths and readonlyPaths, the three capa
 where the project needs it to:
 
 - process.terminal is false: `runc run` without a console socket refuses a terminal;
-- no /sys/fs/cgroup mount: cgroups come with a later task, and the reference runtime refuses cgroup
-  mounts until then (runc and crun would mount one hierarchy per v1 controller on a hybrid host);
+- no /sys/fs/cgroup mount: the reference runtime makes and limits a container's cgroup (for a
+  linux.cgroupsPath or limits in linux.resources) but mounts no cgroup filesystem in the container, and
+  refuses such mounts (runc and crun would mount one hierarchy per v1 controller on a hybrid host);
 - the namespaces are the caller's (default: runc's five plus cgroup, as Docker and Podman ask);
 - with `user_ns_maps`, the same mappings for uids and gids and what `runc spec --rootless` changes for
   a user namespace: /sys is a read-only rbind of the host's /sys (sysfs cannot be mounted in a user

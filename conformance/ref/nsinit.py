@@ -6,9 +6,10 @@ runc splits the same work between nsexec's stages and `runc init`; here it is tw
   others can be joined with its privileges, as runc orders them), creates a new user namespace and
   waits on a pipe until the runtime, still root outside, has written its uid_map and gid_map
   (user_namespaces(7): only a process privileged in the parent namespace may map ids it owns),
-  becomes root in it, then unshares every other new namespace at once. unshare(CLONE_NEWPID) and
-  CLONE_NEWTIME move only the children (pid_namespaces(7): "the calling process is not moved into the
-  new namespace. The first child created by the calling process will have the process ID 1"), so
+  becomes root in it, then unshares every other new namespace at once (but the cgroup one when the
+  container has a cgroup: see below). unshare(CLONE_NEWPID) and CLONE_NEWTIME move only the children
+  (pid_namespaces(7): "the calling process is not moved into the new namespace. The first child
+  created by the calling process will have the process ID 1"), so
   it forks once more, tells the runtime the host PID of that **init**, waits for it and relays its
   wait status. Without a new PID namespace it is a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER):
   whatever the container leaves running is reparented to it and killed when the init exits, which
@@ -17,6 +18,13 @@ runc splits the same work between nsexec's stages and `runc init`; here it is tw
 - The **init** builds the filesystem view (rootfs.py), applies sysctls, hostname and domainname, the
   process's credentials (credentials.py), and execs process.args with process.env (config.md § POSIX
   process). Any error before execve is reported on the pipe with the step that failed.
+- When the container has a cgroup, the init first waits until the runtime has moved it in (the runtime
+  is root on the host and can write cgroup.procs; the init may be in a user namespace that cannot), and
+  only then creates its cgroup namespace, so the namespace's root is the container's cgroup
+  (cgroup_namespaces(7): the root is "the cgroup of the process at the time of the unshare"). Moving the
+  init rather than the first child keeps the first child out of the container's pids and memory counts:
+  pids.limit N leaves room for N processes of the container's own, and pids.limit 0 still lets the init
+  exec (a migration is not a fork; cgroup-v2.rst "PID").
 
 Both die with their parent (PR_SET_PDEATHSIG, SIGKILL), so a runtime killed outright takes the
 container with it. Everything they need is imported before the fork: after pivot_root nothing of the
@@ -54,10 +62,17 @@ class Plan:
     new_user: bool
     joins: tuple[tuple[int, int], ...]  # (open nsfs descriptor, CLONE_NEW* type), the user namespace first
     stdio: tuple[int | None, int | None, int | None]
+    cgroup: bool = False  # the init waits for the runtime to move it into the container's cgroup
+    late_cgroupns: bool = False  # then creates the cgroup namespace itself (taken out of new_flags)
 
 
 class Channel:
-    """Lines from the children to the runtime ("user", "init PID", "exit STATUS", "error TEXT"); a byte back."""
+    """Lines from the children to the runtime ("user", "init PID", "exit STATUS", "error TEXT"); a byte back.
+
+    The byte back is "g" to the first child once the id maps are written, "c" to the init once it is in
+    the container's cgroup; both read the one pipe, at moments that cannot overlap (the init is forked
+    after the maps).
+    """
 
     def __init__(self) -> None:
         self.up_read, self.up_write = os.pipe()  # os.pipe() descriptors are close-on-exec
@@ -120,7 +135,8 @@ def first_child(plan: Plan, channel: Channel, runtime: int) -> NoReturn:
         channel.send("init", str(init))
         step = "waiting for the container"
         _, status = os.waitpid(init, 0)
-        if not own_pid_ns and "no-pid-namespace" not in plan.faults:  # FAULT: its leftovers are left
+        # FAULT (no-pid-namespace, stragglers-left): what the container left keeps running
+        if not own_pid_ns and not {"no-pid-namespace", "stragglers-left"} & plan.faults:
             _kill_descendants(proc, os.getpid())
         channel.send("exit", str(status))
         code = 0
@@ -140,6 +156,13 @@ def container_init(plan: Plan, channel: Channel, alive: int) -> NoReturn:
     step = "starting the init"
     try:
         _die_with_parent(alive)
+        if plan.cgroup:
+            step = "waiting to be moved into the container's cgroup"
+            if os.read(channel.down_read, 1) != b"c":
+                raise OSError(0, "the runtime went away before moving the init into the container's cgroup")
+        if plan.late_cgroupns:
+            step = "creating the cgroup namespace"
+            nsapi.unshare(nsapi.CLONE_NEWCGROUP)
         os.setsid()  # a session of its own: the runtime's terminal signals go to the runtime, which kills
         set_stdio(plan.stdio)
         nsapi.cloexec_from(3)

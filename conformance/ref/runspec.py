@@ -4,7 +4,8 @@ runtime-spec (config.md, config-linux.md, v1.0.2 as runc 1.1.5 implements it) fi
 ociVersion; process.args/env/cwd/user (uid, gid, additionalGids, umask)/capabilities/rlimits/
 noNewPrivileges/oomScoreAdj, process.terminal only false; root.path/readonly; hostname; domainname;
 mounts[] (destination, type, source, options); linux.namespaces (type, path), uidMappings, gidMappings,
-maskedPaths, readonlyPaths, rootfsPropagation, sysctl, timeOffsets.
+maskedPaths, readonlyPaths, rootfsPropagation, sysctl, timeOffsets, cgroupsPath, and resources memory
+(limit, reservation, swap), pids, cpu (shares, quota, period, cpus, mems) and unified (cglimits.py).
 
 Each failure is a `ConfigError` that names the field (specread.py): a value of the wrong type, and what
 the spec says MUST be an error, here config.md § POSIX process: args "at least one entry is REQUIRED",
@@ -55,11 +56,25 @@ from conformance.ref.specread import (
 )
 
 #: Accepted and not applied. Each is harmless here because the project writes its bundles itself and
-#: checks namespaces, mounts and credentials, which none of these change.
+#: checks namespaces, mounts, credentials and the cgroup limits below, which none of these change.
 IGNORED: dict[str, str] = {
     "annotations": "free-form metadata (config.md § Annotations)",
-    "linux.cgroupsPath": "no cgroup is made; the container stays in the runtime's cgroups (a later task adds them)",
-    "linux.resources": "no cgroup limits (runc spec's device rule list is accepted for that reason)",
+    "linux.resources.devices": "no device cgroup: the container has the devices its /dev gives it (runc spec's "
+                               "deny-all rule is accepted for that reason)",
+    "linux.resources.blockIO": "no I/O weight or throttling",
+    "linux.resources.hugepageLimits": "no hugetlb limits",
+    "linux.resources.network": "no net_cls class id or net_prio priorities",
+    "linux.resources.rdma": "no RDMA limits",
+    "linux.resources.memory.kernel": "no kernel memory limit (NOT RECOMMENDED by the spec; gone from v2)",
+    "linux.resources.memory.kernelTCP": "no kernel TCP buffer limit (NOT RECOMMENDED by the spec; gone from v2)",
+    "linux.resources.memory.swappiness": "the swappiness stays the host's",
+    "linux.resources.memory.disableOOMKiller": "the OOM killer stays on",
+    "linux.resources.memory.useHierarchy": "the hierarchy setting stays the host's",
+    "linux.resources.memory.checkBeforeUpdate": "only for updates, which this runtime does not make",
+    "linux.resources.cpu.realtimeRuntime": "no real-time bandwidth (cgroup v1 only)",
+    "linux.resources.cpu.realtimePeriod": "no real-time bandwidth (cgroup v1 only)",
+    "linux.resources.cpu.burst": "no CFS burst",
+    "linux.resources.cpu.idle": "no SCHED_IDLE cgroup",
     "linux.seccomp": "no system call filter: the container may make every call its capabilities allow",
     "linux.intelRdt": "no resctrl group",
     "linux.personality": "the execution domain stays the runtime's",

@@ -13,7 +13,11 @@ or SIGTERM the runtime SIGKILLs the container's init, which takes the whole PID 
 signal is raised again once the container is gone, so the caller's own handling (KeyboardInterrupt, a
 probe's cleanup, the default action) happens as if the runtime had not been there. The runtime writes
 nothing on the host, in the bundle or anywhere else: its mounts live and die with the container's
-mount namespace.
+mount namespace. The one exception is the container's cgroup, made only when config.json gives a
+linux.cgroupsPath or a limit (memory, pids, cpu, unified; cgmanager.py): it is made and limited before
+the container's first process exists, the init is moved in before it runs anything of the container,
+and after the container, whatever ended it, everything still in the cgroup is killed (a process moved
+in from outside, or left by a container without a PID namespace) and the cgroup removed.
 
 The container's exit status is returned as a shell gives it: the exit code, or 128+N after signal N.
 A container that cannot be started raises `ContainerError` with the step that failed; a program that
@@ -34,6 +38,9 @@ import signal
 import time
 
 from conformance.ref import nsapi
+from conformance.ref.cglayout import CgroupError, Layout, detect_layout
+from conformance.ref.cglimits import plan as plan_limits
+from conformance.ref.cgmanager import ContainerCgroup, default_path
 from conformance.ref.errors import RefError
 from conformance.ref.idmap import write_maps
 from conformance.ref.nsinit import Channel, Plan, describe, first_child
@@ -61,6 +68,28 @@ FAULTS: dict[str, str] = {
     "duplicate-namespaces-accepted": "keeps the first of two linux.namespaces entries of one type instead of failing",
     "no-default-mounts": "skips the config's /dev/pts, /dev/shm and /dev/mqueue mounts",
     "readonly-root-ignored": "leaves the root writable although root.readonly is true",
+    # cgroups (cglimits.py and cgmanager.py hold the branches of the limit and manager faults)
+    "memory-limit-wrong-file": "writes memory.limit to memory.high (v2) or memory.soft_limit_in_bytes (v1) "
+                               "instead of the hard limit",
+    "not-moved-in": "makes and limits the cgroup, but the container's processes stay in the runtime's cgroup",
+    "cgroup-left-behind": "kills the container's processes but does not remove its cgroup",
+    "stragglers-left": "kills nothing a container left running: not as the subreaper of a container without a "
+                       "PID namespace, not at the cgroup's removal (so the cgroup stays too)",
+    "wrong-shares-conversion": "cpu.shares: v2 gets the old linear weight formula, v1 the v2 weight as shares",
+    "pids-limit-ignored": "does not write pids.max",
+    "pids-zero-unlimited": "writes pids.limit 0 as max (no limit) instead of 0",
+    "cpu-period-ignored": "writes the quota with the default period 100000 whatever cpu.period says",
+    "cpu-quota-ignored": "writes no CPU quota (nor period) at all",
+    "period-clamped": "moves a cpu.period outside [1000, 1000000] into range instead of failing",
+    "cpuset-ignored": "does not write cpuset.cpus and cpuset.mems",
+    "swap-not-converted": "takes memory.swap as the swap alone: v2 memory.swap.max = swap, v1 memsw = swap + limit",
+    "reservation-ignored": "does not write memory.reservation (memory.low, v1 soft limit)",
+    "limit-and-reservation-swapped": "writes memory.limit to the reservation's file and memory.reservation to "
+                                     "the hard limit's",
+    "unified-ignored": "skips linux.resources.unified (no error on v1, no writes on v2)",
+    "freeze-ignored": "freeze() returns without freezing",
+    "cgroupns-before-join": "creates the cgroup namespace before the process joins the container's cgroup, so "
+                            "the namespace's root is the runtime's cgroup",
 }
 
 _ID = re.compile(r"^[A-Za-z0-9_+.-]+$")  # runc's container id rule
@@ -85,30 +114,78 @@ def run_bundle(bundle: str, container_id: str, *, faults: frozenset[str] = froze
         raise ContainerError(f"container id {container_id!r}: letters, digits, '_', '+', '.' and '-' only")
     bundle = os.path.abspath(bundle)
     spec = _load_deduplicated(bundle) if "duplicate-namespaces-accepted" in faults else load_bundle(bundle)
+    if spec.linux.wants_cgroup:  # the limits are checked before anything exists
+        plan_limits(spec.linux.resources, _layout(container_id).limits_version, frozenset(faults))
     plan = _plan(spec, bundle, frozenset(faults), (stdin, stdout, stderr), container_id)
     channel = Channel()
+    cgroup: ContainerCgroup | None = None
     try:
         with stop_signals_raise():
             # Held until the runtime is ready to clean up after a stop (and in the children until they reset
             # their handlers), so no stop can fall between the fork and the supervision.
             held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
             try:
-                child = os.fork()
-                if child == 0:
-                    first_child(plan, channel, os.getppid())
-            except BaseException:  # no child: nothing to supervise, give back what was taken
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
-                os.close(channel.up_read)
-                os.close(channel.down_write)
+                try:
+                    if plan.cgroup:  # made and limited before the container exists
+                        cgroup = _make_cgroup(spec, container_id, frozenset(faults))
+                    child = os.fork()
+                    if child == 0:
+                        first_child(plan, channel, os.getppid())
+                except BaseException:  # no child: nothing to supervise, give back what was taken
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                    os.close(channel.up_read)
+                    os.close(channel.down_write)
+                    raise
+                finally:
+                    for fd, _kind in plan.joins:
+                        os.close(fd)
+                    channel.parent_side()
+                status = _supervise(child, channel, plan, container_id, timeout, held, cgroup)
+            except BaseException as exc:
+                if cgroup is not None:
+                    with held_signals():
+                        _release_cgroup(cgroup, container_id, frozenset(faults), failing=exc)
                 raise
-            finally:
-                for fd, _kind in plan.joins:
-                    os.close(fd)
-                channel.parent_side()
-            return _supervise(child, channel, plan, container_id, timeout, held)
+            if cgroup is not None:
+                with held_signals():
+                    _release_cgroup(cgroup, container_id, frozenset(faults), failing=None)
+            return status
     except Stopped as stopped:
         signal.raise_signal(stopped.signum)  # the caller's handler, now that the container is gone
         return 128 + signal.SIGKILL
+
+
+def _layout(container_id: str) -> Layout:
+    try:
+        return detect_layout()
+    except CgroupError as err:
+        raise ContainerError(f"container {container_id}: {err}") from None
+
+
+def _make_cgroup(spec: Spec, container_id: str, faults: frozenset[str]) -> ContainerCgroup:
+    """The container's cgroup, limits written (cgmanager.py); nothing is left when that fails."""
+    path = spec.linux.cgroups_path or default_path(container_id)
+    try:
+        return ContainerCgroup.create(_layout(container_id), path, spec.linux.resources, faults=faults)
+    except CgroupError as err:
+        raise ContainerError(f"container {container_id}: {err}") from None
+
+
+def _release_cgroup(cgroup: ContainerCgroup, container_id: str, faults: frozenset[str],
+                    failing: BaseException | None) -> None:
+    """Kill what is left in the container's cgroup and remove it.
+
+    A failure is an error of its own, unless another one is on its way already: then it is a note on that one.
+    """
+    try:
+        if "cgroup-left-behind" in faults:  # FAULT: the processes are killed, the cgroup stays
+            cgroup.kill()
+        else:
+            cgroup.remove()
+    except CgroupError as err:
+        if failing is None:
+            raise ContainerError(f"container {container_id} ended, but its cgroup is left: {err}") from None
+        failing.add_note(f"and its cgroup is left: {err}")
 
 
 def _load_deduplicated(bundle: str) -> Spec:
@@ -162,8 +239,17 @@ def _plan(spec: Spec, bundle: str, faults: frozenset[str], stdio: tuple[int | No
             os.close(fd)
         raise
     new = [n for n in kept if not n.path]
-    return Plan(spec, bundle, faults, frozenset(n.type for n in kept),
-                sum(n.flag for n in new if n.type != "user"), any(n.type == "user" for n in new), tuple(joins), stdio)
+    flags = sum(n.flag for n in new if n.type != "user")
+    cgroup = spec.linux.wants_cgroup
+    # The init makes its cgroup namespace once it is in the container's cgroup (nsinit.py), so the
+    # namespace's root is that cgroup.
+    late = cgroup and bool(flags & nsapi.CLONE_NEWCGROUP)
+    if late and "cgroupns-before-join" in faults:  # FAULT: the namespace is made first, rooted at the runtime's
+        late = False
+    if late:
+        flags &= ~nsapi.CLONE_NEWCGROUP
+    return Plan(spec, bundle, faults, frozenset(n.type for n in kept), flags, any(n.type == "user" for n in new),
+                tuple(joins), stdio, cgroup, late)
 
 
 def _open_namespace(path: str, kind: str, container_id: str) -> int:
@@ -187,10 +273,11 @@ def _open_namespace(path: str, kind: str, container_id: str) -> int:
 
 
 def _supervise(child: int, channel: Channel, plan: Plan, container_id: str, timeout: float | None,
-               mask: set[int | signal.Signals]) -> int:
+               mask: set[int | signal.Signals], cgroup: ContainerCgroup | None) -> int:
     """Answer the children, wait for the container, kill it when the time is up; its status.
 
-    `mask` is the signal mask to restore once the cleanup below is in place.
+    `mask` is the signal mask to restore once the cleanup below is in place. When there is a `cgroup`,
+    the init waits until it is moved there.
     """
     child_fd = os.pidfd_open(child)
     init_fd: int | None = None
@@ -228,6 +315,10 @@ def _supervise(child: int, channel: Channel, plan: Plan, container_id: str, time
                         os.write(channel.down_write, b"g")
                 elif kind == "init":
                     init_fd = _pidfd(int(text))
+                    if cgroup is not None and init_fd is not None:
+                        _move_in(cgroup, int(text), container_id, plan.faults)
+                        with contextlib.suppress(BrokenPipeError):
+                            os.write(channel.down_write, b"c")
                 elif kind == "exit":
                     status = int(text)
                 elif kind == "error":
@@ -250,6 +341,16 @@ def _supervise(child: int, channel: Channel, plan: Plan, container_id: str, time
         return 128 + signal.SIGKILL  # the first child was killed before it could relay: so was the init
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
+
+
+def _move_in(cgroup: ContainerCgroup, pid: int, container_id: str, faults: frozenset[str]) -> None:
+    """Move the init into the container's cgroup, in every hierarchy, before it runs anything of the container."""
+    if "not-moved-in" in faults:  # FAULT: the cgroup stays empty, the container in the runtime's cgroup
+        return
+    try:
+        cgroup.add(pid)
+    except CgroupError as err:
+        raise ContainerError(f"container {container_id}: {err}") from None
 
 
 def _pidfd(pid: int) -> int | None:

@@ -1,4 +1,4 @@
-"""config.json's `linux` object: namespaces, id mappings, masked and read-only paths, propagation, sysctl.
+"""config.json's `linux` object: namespaces, id mappings, masked and read-only paths, propagation, sysctl, cgroups.
 
 config-linux.md, checked as it asks: "If a namespace type is not supported ... the runtime MUST generate
 an error", a namespace "path ... MUST be an absolute path", "Duplicated namespaces ... MUST generate an
@@ -6,7 +6,9 @@ error"; uidMappings/gidMappings need a user namespace (§ User namespace mapping
 readonlyPaths "values MUST be absolute". And what the reference runtime needs to stay safe
 (`check_namespaces`): a new mount namespace (it mounts there, never on the host), a UTS namespace of the
 container's own for hostname and domainname, and each sysctl in a namespace of the container's own, as
-runc's libcontainer/configs/validate sorts them, so no setting reaches the host.
+runc's libcontainer/configs/validate sorts them, so no setting reaches the host. cgroupsPath and the
+resources the runtime applies (memory, pids, cpu, unified) are read by cglayout.check_path and
+cglimits.parse_resources.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance.ref import nsapi
+from conformance.ref.cglayout import check_path
+from conformance.ref.cglimits import NO_LIMITS, Resources, parse_resources
 from conformance.ref.mountopts import PROPAGATION
 from conformance.ref.specread import ConfigError, absolute, array, integer, obj, opt_string, string
 
@@ -67,6 +71,13 @@ class Linux:
     rootfs_propagation: str | None
     sysctl: tuple[tuple[str, str], ...]
     time_offsets: tuple[tuple[str, int, int], ...]  # (clock, secs, nanosecs)
+    cgroups_path: str | None = None  # as given (absolute, or relative to the runtime's cgroup), normalised
+    resources: Resources = NO_LIMITS
+
+    @property
+    def wants_cgroup(self) -> bool:
+        """A cgroup is made for a cgroupsPath or a limit; the device list alone (runc spec's default) asks for none."""
+        return self.cgroups_path is not None or self.resources.any_set
 
     def namespace(self, kind: str) -> Namespace | None:
         """The namespaces entry of `kind`, if any."""
@@ -108,8 +119,11 @@ def parse_linux(doc: Mapping[str, Any]) -> Linux:
             raise ConfigError(f"linux.timeOffsets.{clock}", "only monotonic and boottime clocks have offsets")
         offsets.append((clock, integer(entry.get("secs", 0), f"linux.timeOffsets.{clock}.secs", minimum=None),
                         integer(entry.get("nanosecs", 0), f"linux.timeOffsets.{clock}.nanosecs")))
+    path = opt_string(doc.get("cgroupsPath"), "linux.cgroupsPath") or None
     return Linux(tuple(namespaces), _mappings(doc, "uidMappings"), _mappings(doc, "gidMappings"), masked, readonly,
-                 propagation, tuple(sorted(sysctl.items())), tuple(offsets))
+                 propagation, tuple(sorted(sysctl.items())), tuple(offsets),
+                 None if path is None else check_path(path), parse_resources(obj(doc.get("resources", {}),
+                                                                                 "linux.resources")))
 
 
 def _mappings(doc: Mapping[str, Any], key: str) -> tuple[IdMapping, ...]:

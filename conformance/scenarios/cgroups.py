@@ -56,8 +56,9 @@ MIB = 1 << 20
 #: wait forks nothing, so it adds no task and no CPU time to what the probe measures).
 PRELUDE = ": > /chan/started; at() { : > /chan/at.$1; read _ < /chan/go.$1; }; "
 
-#: Allocates anonymous memory in a child shell until it dies: a string that quadruples each round.
-MEMORY_HOG = "sh -c 'x=a; while :; do x=$x$x$x$x; done'"
+#: Allocates anonymous memory in a child shell, a string that quadruples each round, up to 256 MiB: far past
+#: any limit a test sets, yet bounded, so a runtime that limits nothing cannot take the host's memory.
+MEMORY_HOG = "sh -c 'x=a; while [ ${#x} -lt 268435456 ]; do x=$x$x$x$x; done; echo grown'"
 #: Burns one CPU in a background subshell for up to `n` seconds (killed at exit by the pid namespace).
 CPU_HOG = "(while :; do :; done) & HOG=$!; "
 #: A background loop that bumps /chan/count as fast as it can: the probe watches it stop when frozen.

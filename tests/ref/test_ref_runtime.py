@@ -384,5 +384,7 @@ def test_a_namespace_path_of_another_type_is_refused(box: Box, fault: str | None
 
 def test_every_fault_has_a_test_here() -> None:
     """Each FAULTS entry is named in these modules' parametrized tests (which then assert it is caught)."""
-    sources = "".join(path.read_text() for path in Path(__file__).parent.glob("test_ref_runtime*.py"))
+    here = Path(__file__).parent
+    sources = "".join(path.read_text() for pattern in ("test_ref_runtime*.py", "test_ref_cgroups*.py")
+                      for path in here.glob(pattern))
     assert [name for name in FAULTS if f'"{name}"' not in sources] == []
