@@ -31,6 +31,8 @@ from conformance.probe.ns_runners import Container, EngineRunner, Runner, runner
 JsonDict = dict[str, Any]
 
 _POLL = 0.01
+#: Seconds a runtime gets to return after the container's first process exited, before it is deleted.
+_LINGER = 10.0
 
 
 @action("cg.run")
@@ -75,7 +77,7 @@ def cg_run(params: JsonDict, ctx: Context) -> JsonDict:
 def _run_once(runner: Runner, box: Container, params: JsonDict, found: list[cgroupfs.Hierarchy],
               ctx: Context) -> JsonDict:
     version = 2 if cgroupfs.mode(found) == "v2" else 1
-    seen: JsonDict = {"exit": None, "started": False, "at": {}, "paths": {}, "after": {}}
+    seen: JsonDict = {"exit": None, "started": False, "at": {}, "paths": {}, "after": {}, "lingered": False}
     out_path, err_path = os.path.join(box.workdir, "stdout"), os.path.join(box.workdir, "stderr")
     timeout = float(params.get("timeout") or 60.0)
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -101,14 +103,27 @@ def _watch(child: subprocess.Popen[bytes], runner: Runner, box: Container, param
     """Wait for the container; at each checkpoint read the cgroup, do the steps, release the script."""
     deadline = time.monotonic() + timeout
     pending = list((params.get("checkpoints") or {}).items())
+    init: int | None = None
+    init_gone: float | None = None
     while child.poll() is None:
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise TimeoutError(f"the container ran past {timeout:.0f}s")
         if pending and os.path.exists(os.path.join(box.chan, f"at.{pending[0][0]}")):
             name, steps = pending.pop(0)
             seen["at"][name] = _checkpoint(runner, box, steps, params, found, version, seen, ctx)
+            init = init or seen["at"][name].get("init_pid")
             _release(os.path.join(box.chan, f"go.{name}"), child)
             continue
+        if init is not None and not pending and not os.path.exists(f"/proc/{init}"):
+            init_gone = init_gone or now
+            if now - init_gone > _LINGER:
+                # The container's first process is gone but the runtime still waits (crun without a PID
+                # namespace waits for every process): deleting the container is the user's next step.
+                seen["lingered"] = True
+                runner.stop(box)
+                child.wait(timeout=30)
+                break
         time.sleep(_POLL)
     return int(child.returncode)
 

@@ -38,6 +38,8 @@ observation = {
                   "raw": {file: text}, "procs": int (in cgroup.procs),
                   "freeze": {...} (step "freeze"), "cpu": {"wall_usec", "stat_delta", "process_cpu_usec"}}},
     "after": {"exists": {controller: bool}, "procs_left": int, "container_processes": int},
+    "lingered": bool,   the runtime was still running 10 s after the first process exited, so the probe
+                        deleted the container (runc/crun `delete --force`, `rm --force`) before looking;
   }],
 }
 """

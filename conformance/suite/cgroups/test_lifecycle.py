@@ -69,7 +69,9 @@ def test_no_process_outlives_the_container(target: Target) -> None:
     seen = observe(target, cg.run("sleep 300 & at running", resources=MARK, namespaces=namespaces,
                                   checkpoints={"running": ["read"]}))
     run = first(seen)
-    ran(target, run)
+    if not run.get("lingered"):  # a runtime that waits for the stragglers is deleted instead: no status then
+        ran(target, run)
+    target.note("the runtime waited for the background process, and was deleted", bool(run.get("lingered")))
     own(target, at(target, run, "running"))
     target.expect("processes left in the container's cgroup", 0, run["after"]["procs_left"])
     target.expect("processes of the container alive after it was deleted", 0, run["after"]["container_processes"])
