@@ -27,18 +27,8 @@ CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer")
 
 def container_paths(pid: int, found: list[cgroupfs.Hierarchy]) -> dict[str, str]:
     """Controller (or "unified") -> absolute dir of pid's cgroup on the host."""
-    paths: dict[str, str] = {}
-    for h in found:
-        rel = cgroupfs.cgroup_of(pid, h)
-        if rel is None:
-            continue
-        where = os.path.join(h.mountpoint, rel.lstrip("/"))
-        if h.version == 2:
-            paths["unified"] = where
-        for controller in h.controllers:
-            if controller in CONTROLLERS:
-                paths.setdefault(controller, where)
-    return paths
+    mounts = {key: h.mountpoint for h in found for key in (("unified",) if h.version == 2 else ()) + h.controllers}
+    return {key: os.path.join(mounts[key], rel.lstrip("/")) for key, rel in relative_paths(pid, found).items()}
 
 
 def relative_paths(pid: int, found: list[cgroupfs.Hierarchy]) -> dict[str, str]:

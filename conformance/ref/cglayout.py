@@ -89,12 +89,7 @@ def detect_layout(mountinfo: str = "/proc/self/mountinfo", root: str = "/") -> L
     """
     found: list[Hierarchy] = []
     seen: set[str] = set()
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as handle:
-            lines = handle.read().splitlines()
-    except OSError as err:
-        raise CgroupError(f"cannot read {mountinfo}: {err.strerror}") from None
-    for line in lines:
+    for line in _lines(mountinfo):
         left, sep, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if not sep or len(fields) < 5 or len(tail) < 2 or tail[0] not in ("cgroup", "cgroup2"):
@@ -163,15 +158,19 @@ def _within(hierarchy: Hierarchy, path: str, own: str, parent_of_own: bool) -> s
     return posixpath.join(hierarchy.mountpoint, base.lstrip("/"), path)
 
 
+def _lines(path: str) -> list[str]:
+    """A /proc file's lines; a CgroupError naming it when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            return handle.read().splitlines()
+    except OSError as err:
+        raise CgroupError(f"cannot read {path}: {err.strerror}") from None
+
+
 def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
     """Controller (or "unified" for the `0::` line) -> the process's cgroup path, from /proc/<pid>/cgroup."""
     found: dict[str, str] = {}
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            lines = handle.read().splitlines()
-    except OSError as err:
-        raise CgroupError(f"cannot read {path}: {err.strerror}") from None
-    for line in lines:
+    for line in _lines(path):
         number, _, rest = line.partition(":")
         controllers, _, where = rest.partition(":")
         if number == "0" and not controllers:

@@ -84,3 +84,6 @@ def run(script: str, *, resources: Mapping[str, Any] | None = None, checkpoints:
 def said(run_seen: Mapping[str, Any]) -> dict[str, str]:
     """The container's key=value output lines."""
     return lines(run_seen)
+
+
+__all__ = ["COUNTER", "CPU_HOG", "MEMORY_HOG", "MIB", "PRELUDE", "Scenario", "run", "said"]

@@ -27,7 +27,7 @@ from test_ref_runtime import (  # noqa: F401 (fixture, marks)
     processes_with,
     pytestmark,
 )
-from test_ref_runtime_lifecycle import _cli
+from test_ref_runtime_lifecycle import cli_run_until_ready
 
 from conformance.ref.cglayout import UNIFIED, CgroupError, detect_layout, own_cgroups
 from conformance.ref.cglimits import parse_resources
@@ -306,14 +306,7 @@ def test_a_timeout_removes_the_cgroup(box: Box, path: str) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_command_line_removes_the_cgroup(box: Box, path: str, signum: int) -> None:
     with_cgroup(box, path, {"pids": {"limit": 20}})
-    box.write("echo ready; sleep 100")
-    out = box.root / "io" / "cli.out"
-    with open(out, "wb") as stdout:
-        runtime = _cli("run", "--bundle", str(box.bundle), "conformance-cli", stdout=stdout)
-    deadline = time.monotonic() + 20
-    while "ready" not in out.read_text():
-        assert runtime.poll() is None and time.monotonic() < deadline, "the container never came up"
-        time.sleep(0.01)
+    runtime, _out = cli_run_until_ready(box, "echo ready; sleep 100")
     assert not gone(path)
     runtime.send_signal(signum)
     assert runtime.wait(20) == (-signal.SIGTERM if signum == signal.SIGTERM else 130)

@@ -106,10 +106,9 @@ def _cli(*args: str, stdout: int | IO[bytes] | None = None, stderr: int | None =
                             stderr=stderr)
 
 
-@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)])
-def test_the_command_line_tears_the_container_down_on_a_signal(box: Box, signum: int, status: int) -> None:
-    """SIGTERM or SIGINT to `run`: the container's PID namespace is killed, then the runtime ends by the signal."""
-    box.write("readlink /proc/self/ns/pid; echo ready; sleep 100")
+def cli_run_until_ready(box: Box, script: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """`run` of box's bundle from the command line, once its script has printed "ready"; the output file."""
+    box.write(script)
     out = box.root / "io" / "cli.out"
     with open(out, "wb") as stdout:
         runtime = _cli("run", "--bundle", str(box.bundle), "conformance-cli", stdout=stdout)
@@ -117,6 +116,13 @@ def test_the_command_line_tears_the_container_down_on_a_signal(box: Box, signum:
     while "ready" not in out.read_text():
         assert runtime.poll() is None and time.monotonic() < deadline, "the container never came up"
         time.sleep(0.01)
+    return runtime, out
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)])
+def test_the_command_line_tears_the_container_down_on_a_signal(box: Box, signum: int, status: int) -> None:
+    """SIGTERM or SIGINT to `run`: the container's PID namespace is killed, then the runtime ends by the signal."""
+    runtime, out = cli_run_until_ready(box, "readlink /proc/self/ns/pid; echo ready; sleep 100")
     runtime.send_signal(signum)
     assert runtime.wait(20) == status
     assert processes_in(inode_of(out.read_text().split()[0])) == [] and processes_with(box.marker) == []

@@ -50,16 +50,21 @@ def allowed_usage(wall_usec: int, quota: int = QUOTA, period: int = PERIOD) -> i
     return periods * quota + min(rest, quota)
 
 
+def _expect_quota(target: Target, scenario: cg.Scenario, quota: int, period: int) -> None:
+    """Fail unless the container's cgroup reads back this quota and period."""
+    __tracebackhide__ = True
+    run = first(observe(target, scenario))
+    ran(target, run)
+    point = at(target, run, "running")
+    target.expect("cpu quota", quota, knob(target, point, "cpu.quota"))
+    target.expect("cpu period", period, knob(target, point, "cpu.period"))
+
+
 @pytest.mark.clause("CG-CPU-001")
 def test_quota_and_period_are_written(target: Target) -> None:
     """Quota 30000 and period 60000 MUST read back as cpu.max "30000 60000" / cfs_quota_us, cfs_period_us."""
-    seen = observe(target, cg.run("at running", resources={"cpu": {"quota": 30_000, "period": 60_000}},
-                                  checkpoints=_READ))
-    run = first(seen)
-    ran(target, run)
-    point = at(target, run, "running")
-    target.expect("cpu quota", 30_000, knob(target, point, "cpu.quota"))
-    target.expect("cpu period", 60_000, knob(target, point, "cpu.period"))
+    _expect_quota(target, cg.run("at running", resources={"cpu": {"quota": 30_000, "period": 60_000}},
+                                 checkpoints=_READ), 30_000, 60_000)
 
 
 @pytest.mark.clause("CG-CPU-002")
@@ -99,12 +104,7 @@ def test_shares_are_written_or_converted(target: Target) -> None:
 @pytest.mark.clause("CG-CPU-004")
 def test_cpus_flag_is_a_quota_of_periods(target: Target) -> None:
     """--cpus 0.5 MUST set quota 50000 per period 100000."""
-    seen = observe(target, cg.run("at running", engine_flags={"cpus": "0.5"}, checkpoints=_READ))
-    run = first(seen)
-    ran(target, run)
-    point = at(target, run, "running")
-    target.expect("cpu quota", 50_000, knob(target, point, "cpu.quota"))
-    target.expect("cpu period", 100_000, knob(target, point, "cpu.period"))
+    _expect_quota(target, cg.run("at running", engine_flags={"cpus": "0.5"}, checkpoints=_READ), 50_000, 100_000)
 
 
 @pytest.mark.clause("CG-CPU-005")
