@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
+import re
 import secrets
 import sys
 import textwrap
@@ -30,9 +32,10 @@ from conformance.verdicts import (
 )
 
 
-def _host_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hosts", default="local://",
-                        help="comma-separated testinfra host specs (local://, ssh://user@node, ansible://group)")
+def _host_options(parser: argparse.ArgumentParser, default_hosts: str | None = "local://") -> None:
+    parser.add_argument("--hosts", default=default_hosts,
+                        help="comma-separated testinfra host specs (local://, ssh://user@node, ansible://group); "
+                             "default local://")
     parser.add_argument("--ansible-inventory", help="inventory for ansible:// host specs")
     parser.add_argument("--ssh-config", help="ssh config file for ssh:// hosts")
     parser.add_argument("--ssh-identity-file", help="ssh key for ssh:// hosts")
@@ -47,15 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the suite and write a report",
                          description="Exit codes: 0 conformant, 1 not conformant, 2 usage or harness "
                                      "error, 3 a host unreachable.")
-    _host_options(run)
+    _host_options(run, default_hosts=None)
+    run.add_argument("--inventory", metavar="FILE",
+                     help="controller mode: check every host of this Ansible inventory, one xdist worker per host; "
+                          "host vars conformance_areas, conformance_impls, conformance_level select per host")
+    run.add_argument("--limit", metavar="PATTERN", help="with --inventory: only hosts matching this Ansible pattern")
+    run.add_argument("--as-host", metavar="NAME",
+                     help="name the host NAME in the report instead of 'local' (only with one local:// host)")
+    run.add_argument("--run-id", metavar="ID",
+                     help="run id and folder name under --report-dir (letters, digits, '._-'; default: "
+                          "<UTC time>_<6 hex>); the folder must not exist or be empty")
     run.add_argument("--impl", action="append", default=[], help="implementation (repeatable; default all)")
     run.add_argument("--area", action="append", default=[], choices=AREAS, help="area (repeatable; default all)")
     run.add_argument("--level", default="MUST", type=str.upper, choices=[str(v) for v in Level],
-                     help="compliance level: failures below it are warnings (default MUST)")
+                     help="compliance level: failures below it are warnings (default MUST; with --inventory, "
+                          "a host's conformance_level wins)")
     run.add_argument("--report-dir", default="reports", help="where run folders go (default reports/)")
     run.add_argument("--faults", action="store_true", help="also run the deliberately faulty variants")
     run.add_argument("--probe-timeout", type=float, default=120.0, help="seconds per probe call")
-    run.add_argument("-n", "--workers", help="pytest-xdist workers (e.g. auto); default: none")
+    run.add_argument("-n", "--workers",
+                     help="pytest-xdist workers (e.g. auto); default: none, or one per host with --inventory")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
 
     clauses = sub.add_parser("clauses", help="list the clause catalogue")
@@ -78,12 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove what killed runs left on hosts (conformance- prefix)")
     _host_options(clean)
     clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    clean.add_argument("--run-id", help="only what this run's short id (6 hex) left")
+    clean.add_argument("--run-id", help="only what this run left: its id, or the short id that ends it")
 
     report = sub.add_parser("report", help="work with run reports")
     rsub = report.add_subparsers(dest="report_command", required=True)
-    merge = rsub.add_parser("merge", help="merge run folders into one report")
-    merge.add_argument("dirs", nargs="+", type=Path)
+    merge = rsub.add_parser(
+        "merge", help="merge run folders, or a fan-out run's per-host folders, into one report",
+        description="With --hosts-dir: exit 0 when the merged run conforms, 1 when not (a host unreachable or "
+                    "failed included), 2 on bad input; the output's parent gets a `latest` link.")
+    merge.add_argument("dirs", nargs="*", type=Path, help="run folders (or results.json files), oldest first")
+    merge.add_argument("--hosts-dir", type=Path, metavar="DIR",
+                       help="reports/<run-id>/hosts: one folder per host with results.json and/or status.json")
+    merge.add_argument("--expect-host", action="append", default=[], metavar="NAME",
+                       help="with --hosts-dir: a host that must have a folder (repeatable); a missing one is "
+                            "reported unreachable")
+    merge.add_argument("--provision-recap", type=Path, metavar="FILE",
+                       help="the conformance_recap callback's JSON: show each host's provisioning and idempotence")
     merge.add_argument("-o", "--output", type=Path, required=True)
     diff = rsub.add_parser("diff", help="transitions between two runs; exit 1 on a regression")
     diff.add_argument("old", type=Path)
@@ -103,11 +127,17 @@ def _results_file(path: Path) -> Path:
 def exit_code_for(results: dict[str, Any]) -> int:
     """0 conformant, 1 not conformant, 2 harness error or nothing checked, 3 a host unreachable.
 
-    Worst first: 2, 3, 1. Faulty variants (--faults) count only when one was not caught.
+    Worst first: 2, 3, 1. Faulty variants (--faults) count only when one was not caught. A timeout of a
+    clause below its host's level (the host's conformance_level, else the run's) does not count.
     """
-    threshold = Level(results["run"]["level"])
+    default = Level(results["run"]["level"])
+    levels = {h["name"]: Level(h["selection"]["level"]) for h in results["hosts"] if h.get("selection")}
+
+    def below(r: dict[str, Any]) -> bool:
+        return bool(r["level"]) and not Level(r["level"]).within(levels.get(r["host"], default))
+
     counted = [r for r in results["results"] if counts_against(Verdict(r["verdict"]), r.get("fault") is not None)
-               and not (r["verdict"] == Verdict.TIMEOUT and r["level"] and not Level(r["level"]).within(threshold))]
+               and not (r["verdict"] == Verdict.TIMEOUT and below(r))]
     verdicts = {r["verdict"] for r in counted}
     checked = [r for r in results["results"] if r["verdict"] != Verdict.SKIP]
     if not checked or Verdict.ERROR in verdicts:
@@ -119,19 +149,73 @@ def exit_code_for(results: dict[str, Any]) -> int:
     return EXIT_CONFORMANT
 
 
+def _check_run_options(args: argparse.Namespace, report_dir: Path) -> None:
+    """Usage errors of `run` found before pytest starts, each saying what to do instead (ValueError: exit 2)."""
+    from conformance.hosts import check_host_name  # noqa: PLC0415
+    from conformance.plugin import check_run_id  # noqa: PLC0415
+
+    if args.run_id is not None:
+        try:
+            check_run_id(args.run_id)
+        except ValueError as exc:
+            raise ValueError(f"--run-id: {exc}") from None
+        folder = report_dir / args.run_id
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise ValueError(f"--run-id {args.run_id}: {folder} already exists and is not empty; a run writes into "
+                             "a fresh folder: choose another run id or remove that folder")
+    if args.limit and not args.inventory:
+        raise ValueError("--limit selects hosts of --inventory FILE: give --inventory too")
+    if args.inventory:
+        clashes = [flag for flag, value in (("--hosts", args.hosts), ("--ansible-inventory", args.ansible_inventory),
+                                            ("--as-host", args.as_host)) if value is not None]
+        if clashes:
+            raise ValueError(f"--inventory takes the hosts and their names from the inventory: leave out "
+                             f"{', '.join(clashes)}")
+    if args.as_host is not None:
+        check_host_name(args.as_host)
+        specs = [s.strip() for s in (args.hosts if args.hosts is not None else "local://").split(",") if s.strip()]
+        if len(specs) != 1 or not specs[0].startswith("local://"):
+            raise ValueError(f"--as-host {args.as_host} renames the one local host of a run: it needs --hosts "
+                             f"local:// (or no --hosts), not {args.hosts!r}")
+
+
+def _inventory_workers(args: argparse.Namespace) -> list[str]:
+    """Controller mode's pytest arguments: the inventory, and one xdist worker per host unless -n was given."""
+    from conformance.hosts import read_inventory  # noqa: PLC0415
+
+    inventory = read_inventory(args.inventory, args.limit)  # cached: the plugin reads the same one
+    argv = ["--conformance-inventory", inventory.path]
+    if args.limit:
+        argv += ["--conformance-limit", args.limit]
+    if args.workers:
+        return argv
+    if len(inventory.hosts) > 1:
+        if importlib.util.find_spec("xdist") is None:
+            print(f"conformance: pytest-xdist is not installed: the {len(inventory.hosts)} hosts are checked one "
+                  "after the other", file=sys.stderr)
+        else:
+            argv += ["-n", str(len(inventory.hosts)), "--dist", "loadgroup"]
+    return argv
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the suite through pytest in this process and turn the results into the exit code."""
     import pytest  # noqa: PLC0415
 
     now = dt.datetime.now(dt.UTC)
-    run_id = f"{now.strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(3)}"
     report_dir = Path(args.report_dir).resolve()
+    _check_run_options(args, report_dir)
+    run_id = args.run_id or f"{now.strftime('%Y%m%dT%H%M%SZ')}_{secrets.token_hex(3)}"
     argv = ["--pyargs", "conformance.suite", "-p", "no:cacheprovider", "--rootdir",
-            str(Path(__file__).resolve().parent.parent), "--hosts", args.hosts, "--level", args.level,
+            str(Path(__file__).resolve().parent.parent), "--level", args.level,
             "--report-dir", str(report_dir), "--run-id", run_id, "--probe-timeout", str(args.probe_timeout),
             "-rfEsxX"]
+    if args.inventory:
+        argv += _inventory_workers(args)
+    else:
+        argv += ["--hosts", args.hosts if args.hosts is not None else "local://"]
     for flag, value in (("--ansible-inventory", args.ansible_inventory), ("--ssh-config", args.ssh_config),
-                        ("--ssh-identity-file", args.ssh_identity_file)):
+                        ("--ssh-identity-file", args.ssh_identity_file), ("--as-host", args.as_host)):
         if value:
             argv += [flag, value]
     for impl in args.impl:
@@ -248,13 +332,17 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """Sweep every selected host; also ask each driver to remove what it left."""
     from conformance import drivers  # noqa: PLC0415
     from conformance.hosts import HostError  # noqa: PLC0415
+    from conformance.plugin import short_id_of  # noqa: PLC0415
     from conformance.transport import ProbeClient  # noqa: PLC0415
 
+    # Host-side names carry the short id: a full run id (or one a run had to digest) is turned into it.
+    given = args.run_id
+    run_id = short_id_of(given) if given and ("_" in given or not re.fullmatch(r"[a-z0-9-]+", given)) else given
     status = 0
     for host in _resolve(args):
         client = ProbeClient(host, f"clean{secrets.token_hex(2)}")
         try:
-            obs = client.sweep(args.run_id, args.dry_run)
+            obs = client.sweep(run_id, args.dry_run)
             removed: list[str] = []
             if not args.dry_run:
                 for driver in drivers.load_all().values():
@@ -297,12 +385,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from conformance import report  # noqa: PLC0415
 
     if args.report_command == "merge":
-        runs = [report.load(_results_file(d)) for d in args.dirs]
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        merged = report.merge(runs, run_id=f"{stamp}_merged", command=["conformance", *sys.argv[1:]])
-        report.write_all(merged, args.output)
-        print(f"merged {len(runs)} runs into {args.output}")
-        return 0
+        return _merge(args)
     if args.report_command == "diff":
         result = report.diff(report.load(_results_file(args.old)), report.load(_results_file(args.new)))
         print(json.dumps(_diff_json(result), indent=2) if args.json else report.render_diff_text(result))
@@ -310,6 +393,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     report.write_all(report.load(_results_file(args.dir)), args.dir)
     print(f"rendered {args.dir}")
     return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """`report merge`: run folders (exit 0 once written), or a fan-out's hosts dir (exit 0/1 by conformance)."""
+    from conformance import report  # noqa: PLC0415
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    command = ["conformance", *sys.argv[1:]]
+    if args.hosts_dir is not None:
+        if args.dirs:
+            raise ValueError("report merge: give run folders or --hosts-dir, not both")
+        output = args.output.resolve()
+        run_id = output.name if report.is_run_id(output.name) else f"{stamp}_merged"
+        merged = report.merge_hosts_dir(args.hosts_dir, run_id, expect=args.expect_host, command=command)
+    else:
+        if args.expect_host:
+            raise ValueError("report merge: --expect-host names hosts of --hosts-dir: give --hosts-dir too")
+        if not args.dirs:
+            raise ValueError("report merge: give the run folders to merge, or --hosts-dir DIR")
+        merged = report.merge([report.load(_results_file(d)) for d in args.dirs], run_id=f"{stamp}_merged",
+                              command=command)
+    if args.provision_recap is not None:
+        merged = report.attach_provisioning(merged, report.load_recap(args.provision_recap))
+    report.write_all(merged, args.output)
+    if args.hosts_dir is None:
+        print(f"merged {len(args.dirs)} runs into {args.output}")
+        return 0
+    report.point_latest(args.output.resolve().parent, args.output.resolve())
+    summary = merged.summary
+    hosts = len(merged.hosts)
+    print(f"merged {hosts} host{'' if hosts == 1 else 's'} from {args.hosts_dir} into {args.output}: "
+          f"{'conformant' if summary.conformant else 'NOT conformant'}")
+    for note in merged.run.options.get("merge_notes", []):
+        print(f"  note: {note}")
+    return EXIT_CONFORMANT if summary.conformant else EXIT_NOT_CONFORMANT
 
 
 def cmd_overlay(args: argparse.Namespace) -> int:

@@ -1,17 +1,22 @@
 """pytest glue: options, markers, parametrisation over (host, implementation), verdicts, the report.
 
-Hosts come from testinfra's own options (--hosts, --ansible-inventory, ...). Each test marked with
-@pytest.mark.clause(ID) and taking the `target` fixture runs once for every reachable host and every
-selected implementation that offers the clause's area, plus, with --faults, once for each
+Hosts come from testinfra's own options (--hosts, --ansible-inventory, ...), or from an Ansible
+inventory (--conformance-inventory, `conformance run --inventory`), whose per-host variables
+conformance_areas, conformance_impls and conformance_level narrow what each host checks. Each test
+marked with @pytest.mark.clause(ID) and taking the `target` fixture runs once for every reachable host
+and every selected implementation that offers the clause's area, plus, with --faults, once for each
 deliberately faulty variant of that clause. State lives in config.stash, never in module globals.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import re
 import secrets
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ from conformance import drivers as registry
 from conformance import facts as host_facts
 from conformance.clauses import AREAS, Catalogue, Clause, load_catalogue
 from conformance.deviations import Deviation, find, load
-from conformance.hosts import HostSelectionError, resolve
+from conformance.hosts import HostSelectionError, Inventory, check_host_name, read_inventory, renamed, resolve
 from conformance.results import Collector, document
 from conformance.target import Target, TargetParam
 from conformance.verdict_rules import decide
@@ -35,8 +40,105 @@ REPORT_DIR_HELP = "write results.json, junit.xml, report.html and summary.md und
 FAULTS_HELP = "also run each clause's deliberately faulty implementation variants (the suite's teeth)"
 PROBE_TIMEOUT_HELP = "seconds one probe call may take on a host before it is stopped and cleaned up"
 DEVIATIONS_HELP = "known deviations file (default: the package's deviations.yaml)"
+AS_HOST_HELP = "name the (single, local://) host NAME in the report instead of 'local', e.g. its inventory_hostname"
+INVENTORY_HELP = ("Ansible inventory: check every host of it (or of --conformance-limit); each host's vars "
+                  "conformance_areas, conformance_impls and conformance_level narrow what it checks")
+LIMIT_HELP = "Ansible host pattern limiting --conformance-inventory (as ansible-playbook --limit)"
+
+#: The inventory variables that select, per host, what runs there.
+AREAS_VAR = "conformance_areas"
+IMPLS_VAR = "conformance_impls"
+LEVEL_VAR = "conformance_level"
+#: Run ids become directory names (reports/<run id>/) and must match the results schema's run_id.
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: What host-side names (conformance-<short id>-...) may carry: docker wants image names in lower case.
+_SHORT_ID = re.compile(r"^[a-z0-9]{1,16}$")
 
 RESULT_PROPERTY = "conformance"
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it can name a run folder, else ValueError saying what is allowed."""
+    if not RUN_ID.match(run_id) or run_id in {"latest"} or len(run_id) > 128:
+        raise ValueError(f"run id {run_id!r}: letters, digits and '._-', starting with a letter or digit, at "
+                         "most 128 characters, and not 'latest' (it names the folder reports/<run id>/)")
+    return run_id
+
+
+def short_id_of(run_id: str) -> str:
+    """The part of a run id that host-side names carry (``conformance-<short id>-...``).
+
+    Its last ``_`` part when that is short lower-case alphanumerics (``20261206T093000Z_ab12cd34`` ->
+    ``ab12cd34``), else a digest of the whole id: docker refuses upper case in image names.
+    """
+    tail = run_id.rsplit("_", 1)[-1]
+    return tail if _SHORT_ID.match(tail) else hashlib.sha256(run_id.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSelection:
+    """What one host checks, from its inventory variables; None means "whatever the run selected"."""
+
+    areas: tuple[str, ...] | None
+    impls: tuple[str, ...] | None
+    level: Level
+
+    def excludes(self, area: str, implementation: str) -> str | None:
+        """Why a test of ``area`` on ``implementation`` does not run on this host, or None when it does."""
+        if self.areas is not None and area not in self.areas:
+            return f"not selected for this host by inventory var {AREAS_VAR}"
+        if self.impls is not None and implementation not in self.impls and implementation != "none":
+            return f"not selected for this host by inventory var {IMPLS_VAR}"
+        return None
+
+    def record(self) -> dict[str, Any]:
+        """The ``selection`` of the host's record in results.json."""
+        return {"areas": list(self.areas) if self.areas is not None else None,
+                "impls": list(self.impls) if self.impls is not None else None,
+                "level": str(self.level), "source": "inventory"}
+
+
+def _names(value: Any, var: str, where: str) -> tuple[str, ...] | None:
+    """An inventory variable holding names: a list, or one comma-separated string."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip() for item in value]
+    else:
+        raise pytest.UsageError(f"{where}: {var} must be a list of names or a comma-separated string, "
+                                f"not {value!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def host_selections(inventory: Inventory, default_level: Level) -> dict[str, HostSelection]:
+    """Each inventory host's selection; unknown areas, implementations or levels are usage errors."""
+    known_impls = registry.names()
+    selections: dict[str, HostSelection] = {}
+    for host in inventory.hosts:
+        hostvars: Mapping[str, Any] = inventory.hostvars.get(host, {})
+        where = f"inventory {inventory.path}: host {host}"
+        areas = _names(hostvars.get(AREAS_VAR), AREAS_VAR, where)
+        impls = _names(hostvars.get(IMPLS_VAR), IMPLS_VAR, where)
+        unknown = [a for a in areas or () if a not in AREAS]
+        if unknown:
+            raise pytest.UsageError(f"{where}: {AREAS_VAR} names unknown area(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(AREAS)}")
+        unknown = [i for i in impls or () if i not in known_impls]
+        if unknown:
+            raise pytest.UsageError(f"{where}: {IMPLS_VAR} names unknown implementation(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(known_impls)}")
+        level = default_level
+        raw_level = hostvars.get(LEVEL_VAR)
+        if raw_level is not None:
+            try:
+                level = Level(str(raw_level).upper())
+            except ValueError:
+                raise pytest.UsageError(f"{where}: {LEVEL_VAR} must be MUST, SHOULD or MAY, "
+                                        f"not {raw_level!r}") from None
+        selections[host] = HostSelection(areas, impls, level)
+    return selections
 
 
 @dataclass(slots=True)
@@ -57,6 +159,19 @@ class RunState:
     report_dir: Path | None
     collector: Collector = field(default_factory=Collector)
     report_path: Path | None = None
+    inventory: Inventory | None = None
+    selections: dict[str, HostSelection] = field(default_factory=dict)
+
+    def level_of(self, host: str) -> Level:
+        """The compliance level a host is judged at: its conformance_level, else the run's --level."""
+        selection = self.selections.get(host)
+        return selection.level if selection is not None else self.level
+
+    @property
+    def run_level(self) -> Level:
+        """The results' level: the most inclusive host level, so no host's counted results fall below it."""
+        levels = [self.level_of(h) for h in self.hosts.specs] or [self.level]
+        return max(levels, key=lambda lv: lv.rank)
 
 
 STATE = pytest.StashKey[RunState]()
@@ -75,6 +190,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--deviations", dest="conformance_deviations", metavar="FILE", help=DEVIATIONS_HELP)
     group.addoption("--run-id", dest="conformance_run_id", metavar="ID",
                     help="run id (default: <UTC timestamp>_<6 hex>); `conformance run` sets it")
+    group.addoption("--as-host", dest="conformance_as_host", metavar="NAME", help=AS_HOST_HELP)
+    group.addoption("--conformance-inventory", dest="conformance_inventory", metavar="FILE", help=INVENTORY_HELP)
+    group.addoption("--conformance-limit", dest="conformance_limit", metavar="PATTERN", help=LIMIT_HELP)
     parser.addini("conformance_impl", IMPL_HELP, type="args", default=[])
     parser.addini("conformance_area", AREA_HELP, type="args", default=[])
     parser.addini("conformance_level", LEVEL_HELP, default="MUST")
@@ -129,19 +247,18 @@ def pytest_configure(config: pytest.Config) -> None:
     now = dt.datetime.now(dt.UTC)
     workerinput = getattr(config, "workerinput", None)
     run_id = (workerinput or {}).get("conformance_run_id") or config.getoption("conformance_run_id") or _new_run_id(now)
-    short_id = run_id.rsplit("_", 1)[-1]
-    hosts_option = config.getoption("hosts", default=None)
     try:
-        hosts = resolve(
-            hosts_option.split(",") if hosts_option is not None else None,
-            connection=config.getoption("connection", default=None),
-            ansible_inventory=config.getoption("ansible_inventory", default=None),
-            ssh_config=config.getoption("ssh_config", default=None),
-            ssh_identity_file=config.getoption("ssh_identity_file", default=None),
-            sudo=bool(config.getoption("sudo", default=False)),
-        )
+        check_run_id(run_id)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--run-id: {exc}") from None
+    short_id = short_id_of(run_id)
+    shared_inventory = (workerinput or {}).get("conformance_inventory")
+    try:
+        inventory = Inventory.from_json(shared_inventory) if shared_inventory else _inventory_of(config)
+        hosts = _resolve_hosts(config, inventory)
     except HostSelectionError as exc:
         raise pytest.UsageError(str(exc)) from None
+    selections = host_selections(inventory, level) if inventory is not None else {}
     timeout = float(_option(config, "conformance_probe_timeout"))
     report_dir = _option(config, "conformance_report_dir")
     shared = (workerinput or {}).get("conformance_hosts")
@@ -157,8 +274,52 @@ def pytest_configure(config: pytest.Config) -> None:
         hosts=gathered,
         with_faults=bool(_option(config, "conformance_faults")),
         report_dir=Path(report_dir) if report_dir else None,
+        inventory=inventory, selections=selections,
     )
     config.pluginmanager.register(ResultSink(config.stash[STATE]), "conformance-results")
+
+
+def _inventory_of(config: pytest.Config) -> Inventory | None:
+    """The inventory of controller mode (read through Ansible once per run), or None."""
+    path = config.getoption("conformance_inventory", default=None)
+    limit = config.getoption("conformance_limit", default=None)
+    if not path:
+        if limit:
+            raise HostSelectionError("--conformance-limit needs --conformance-inventory")
+        return None
+    for clash in ("hosts", "ansible_inventory"):
+        if config.getoption(clash, default=None):
+            raise HostSelectionError(f"--conformance-inventory takes the hosts from the inventory: leave out "
+                                     f"--{clash.replace('_', '-')}")
+    return read_inventory(path, limit)
+
+
+def _resolve_hosts(config: pytest.Config, inventory: Inventory | None) -> list[Any]:
+    """The hosts of --hosts, or every inventory host as ansible://NAME; --as-host renames local://."""
+    as_host = config.getoption("conformance_as_host", default=None)
+    common: dict[str, Any] = {
+        "connection": config.getoption("connection", default=None),
+        "ssh_config": config.getoption("ssh_config", default=None),
+        "ssh_identity_file": config.getoption("ssh_identity_file", default=None),
+        "sudo": bool(config.getoption("sudo", default=False)),
+    }
+    if inventory is not None:
+        if as_host:
+            raise HostSelectionError("--as-host names a single local:// host; with an inventory the hosts are "
+                                     "named by it")
+        found = resolve([f"ansible://{name}" for name in inventory.hosts], ansible_inventory=inventory.path, **common)
+        # testinfra matches ansible://NAME as a glob over group names too: keep the inventory's hosts only.
+        return [h for h in found if h.name in inventory.hosts]
+    hosts_option = config.getoption("hosts", default=None)
+    hosts = resolve(hosts_option.split(",") if hosts_option is not None else None,
+                    ansible_inventory=config.getoption("ansible_inventory", default=None), **common)
+    if as_host:
+        check_host_name(as_host)
+        if len(hosts) != 1 or hosts[0].spec != "local://":
+            raise HostSelectionError(f"--as-host {as_host} names the one local host of a run (--hosts local://); "
+                                     f"this run selects {', '.join(h.spec for h in hosts)}")
+        hosts = [renamed(hosts[0], as_host)]
+    return hosts
 
 
 class XdistHooks:
@@ -172,6 +333,8 @@ class XdistHooks:
             # Facts are gathered once per host per run: workers get the controller's.
             node.workerinput["conformance_hosts"] = json.dumps({
                 "facts": state.hosts.facts, "unreachable": state.hosts.unreachable, "specs": state.hosts.specs})
+            if state.inventory is not None:  # Ansible is asked once per run, on the controller
+                node.workerinput["conformance_inventory"] = state.inventory.to_json()
 
 
 def _clause_of(node: pytest.Item | pytest.Metafunc, catalogue: Catalogue) -> Clause:
@@ -217,7 +380,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect other areas; mark recorded known deviations as strict xfail."""
+    """Deselect other areas, and what a host's inventory vars leave out; mark known deviations as strict xfail."""
     state = config.stash.get(STATE, None)
     if state is None:
         return
@@ -230,9 +393,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if state.areas and clause.area not in state.areas:
             drop.append(item)
             continue
-        keep.append(item)
         callspec = getattr(item, "callspec", None)
         param = callspec.params.get("target") if callspec is not None else None
+        if isinstance(param, TargetParam) and param.host in state.selections \
+                and state.selections[param.host].excludes(clause.area, param.implementation):
+            drop.append(item)  # the report says why: the host's record carries its selection
+            continue
+        keep.append(item)
         if not isinstance(param, TargetParam) or param.fault or param.implementation not in state.drivers:
             continue
         driver = state.drivers[param.implementation]
@@ -274,6 +441,23 @@ def target(request: pytest.FixtureRequest) -> Target:
     return Target(param, clause, driver, state.hosts.clients[param.host], facts)
 
 
+#: Context every result of an area carries, from the host's facts where the test noted none itself: a
+#: result skipped before its probe ran (a requirement the host lacks) still names the layout it was judged on.
+_FACT_CONTEXT: dict[str, tuple[str, tuple[str, ...]]] = {"cgroups": ("cgroup mode", ("cgroup", "mode"))}
+
+
+def _context(target: object, area: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+    context = dict(target.context) if isinstance(target, Target) else {}
+    if area in _FACT_CONTEXT:
+        key, path = _FACT_CONTEXT[area]
+        value: Any = facts
+        for part in path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if context.get(key) is None:
+            context[key] = value
+    return context
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Turn each phase's outcome into a verdict and attach it to the report (xdist carries it)."""
@@ -288,20 +472,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "setup" and report.passed:
         return report
     clause = _clause_of(item, state.catalogue)
-    decision = decide(report, call.excinfo, clause.level, state.level)
+    level = state.level_of(param.host)
+    decision = decide(report, call.excinfo, clause.level, level)
     target = item.funcargs.get("target") if hasattr(item, "funcargs") else None
     entry = {
         "clause": clause.id, "test": item.nodeid, "host": param.host, "implementation": param.implementation,
         "fault": param.fault, "level": str(clause.level), "area": clause.area, "verdict": str(decision.verdict),
         "duration": round(report.duration, 6), "message": decision.message[:4000],
         "expected": decision.expected, "actual": decision.actual,
-        "context": dict(target.context) if isinstance(target, Target) else {},
+        "context": _context(target, clause.area, state.hosts.facts.get(param.host) or {}),
     }
     report.user_properties.append((RESULT_PROPERTY, json.dumps(entry)))
     if decision.verdict == Verdict.WARN and report.when == "call":
         report.outcome = "passed"
-        report.sections.append(("conformance warning", f"WARN ({clause.level} clause below --level "
-                                f"{state.level}): {decision.message}"))
+        report.sections.append(("conformance warning", f"WARN ({clause.level} clause below level {level} of "
+                                f"{param.host}): {decision.message}"))
     return report
 
 
@@ -329,8 +514,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     lines = [f"conformance run {state.run_id}: level {state.level}, implementations {', '.join(state.impls)}"]
     lines += [host_facts.one_line(h, state.hosts.facts[h]) for h in state.hosts.reachable]
+    lines += [f"{h}: {_describe(s)} (inventory vars)" for h, s in sorted(state.selections.items())]
     lines += [f"{h}: UNREACHABLE: {why}" for h, why in sorted(state.hosts.unreachable.items())]
     return lines
+
+
+def _describe(selection: HostSelection) -> str:
+    areas = ", ".join(selection.areas) if selection.areas is not None else "all selected"
+    impls = ", ".join(selection.impls) if selection.impls is not None else "all selected"
+    return f"areas {areas or 'none'}; implementations {impls or 'none'}; level {selection.level}"
 
 
 def _host_records(state: RunState) -> list[dict[str, Any]]:
@@ -338,20 +530,34 @@ def _host_records(state: RunState) -> list[dict[str, Any]]:
                 "facts": state.hosts.facts[h]} for h in state.hosts.reachable]
     records += [{"name": h, "spec": state.hosts.specs.get(h, h), "reachable": False, "reason": why, "facts": {}}
                 for h, why in sorted(state.hosts.unreachable.items())]
+    for record in records:
+        selection = state.selections.get(str(record["name"]))
+        if selection is not None:
+            record["selection"] = selection.record()
     return records
 
 
 def _cleanup_hosts(state: RunState) -> None:
-    """Sweep this run's leftovers on every host and remove the probe zip (controller only)."""
+    """Sweep this run's leftovers on every host, then remove the probe zips (controller only).
+
+    Every sweep runs before any zip is removed: two inventory hosts may be one machine (both
+    ansible_connection local), where they share the zip.
+    """
+    swept = []
     for name, client in state.hosts.clients.items():
         try:
             observation = client.sweep(state.short_id)
             problems = observation.data.get("problems") if observation.ok else [str(observation.error)]
             if problems:
                 print(f"conformance: {name}: could not remove everything: {problems}", file=sys.stderr)
-            client.remove_bundle()
+            swept.append((name, client))
         except Exception as exc:  # cleanup must not hide the run's own result
             print(f"conformance: {name}: cleanup failed: {exc}; run `conformance clean`", file=sys.stderr)
+    for name, client in swept:
+        try:
+            client.remove_bundle()
+        except Exception as exc:
+            print(f"conformance: {name}: could not remove the probe: {exc}; run `conformance clean`", file=sys.stderr)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -373,13 +579,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     doc = document(
         run_id=state.run_id, started=state.started, stopped=dt.datetime.now(dt.UTC),
-        command=[Path(sys.argv[0]).name, *sys.argv[1:]], level=state.level,
+        command=[Path(sys.argv[0]).name, *sys.argv[1:]], level=state.run_level,
         options={"hosts": [state.hosts.specs[h] for h in sorted(state.hosts.specs)], "impls": state.impls,
                  "areas": list(state.areas), "faults": state.with_faults, "level": str(state.level),
                  "probe_timeout": float(_option(config, "conformance_probe_timeout")),
                  "deviations": _option(config, "conformance_deviations") or "conformance/deviations.yaml",
                  "report_dir": str(state.report_dir), "pytest_args": list(config.invocation_params.args),
-                 "interrupted": interrupted},
+                 "interrupted": interrupted,
+                 **({"inventory": state.inventory.path, "limit": state.inventory.limit} if state.inventory else {})},
         seeds={}, catalogue=state.catalogue, hosts=_host_records(state), collector=state.collector,
     )
     run_dir = state.report_dir / state.run_id

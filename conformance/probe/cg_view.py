@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from conformance.probe import cgroupfs
@@ -70,6 +71,26 @@ def _keyed(text: str | None) -> dict[str, int]:
     return found
 
 
+def _reservation(text: str) -> int | None:
+    return _limit(text) if text != "0" else 0
+
+
+#: Knobs read from one file each: (knob, v1 controller, v2 file, v1 file, parser); None where a
+#: version has no such file (memory.high and swap.max are v2's, memsw is v1's).
+_PLAIN_KNOBS: tuple[tuple[str, str, str | None, str | None, Callable[[str], Any]], ...] = (
+    ("memory.limit", "memory", "memory.max", "memory.limit_in_bytes", _limit),
+    ("memory.reservation", "memory", "memory.low", "memory.soft_limit_in_bytes", _reservation),
+    ("memory.swap.max", "memory", "memory.swap.max", None, _limit),
+    ("memory.high", "memory", "memory.high", None, _limit),
+    ("memory.memsw", "memory", None, "memory.memsw.limit_in_bytes", _limit),
+    ("memory.current", "memory", "memory.current", "memory.usage_in_bytes", int),
+    ("pids.max", "pids", "pids.max", "pids.max", _limit),
+    ("pids.current", "pids", "pids.current", "pids.current", int),
+    ("cpuset.cpus", "cpuset", "cpuset.cpus", "cpuset.cpus", str),
+    ("cpuset.cpus.effective", "cpuset", "cpuset.cpus.effective", "cpuset.effective_cpus", str),
+)
+
+
 class Reader:
     """Reads knobs of one container cgroup; `files` records which file each knob came from."""
 
@@ -91,43 +112,14 @@ class Reader:
     def read_all(self) -> JsonDict:
         """Every knob this layout has, as plain JSON."""
         knobs: JsonDict = {}
-        v2 = self.version == 2
-        memory = self._file("memory.limit", "memory", "memory.max" if v2 else "memory.limit_in_bytes")
-        if memory is not None:
-            knobs["memory.limit"] = _limit(memory)
-        low = self._file("memory.reservation", "memory", "memory.low" if v2 else "memory.soft_limit_in_bytes")
-        if low is not None:
-            knobs["memory.reservation"] = _limit(low) if low != "0" else 0
-        if v2:
-            swap = self._file("memory.swap.max", "memory", "memory.swap.max")
-            if swap is not None:
-                knobs["memory.swap.max"] = _limit(swap)
-            high = self._file("memory.high", "memory", "memory.high")
-            if high is not None:
-                knobs["memory.high"] = _limit(high)
-        else:
-            memsw = self._file("memory.memsw", "memory", "memory.memsw.limit_in_bytes")
-            if memsw is not None:
-                knobs["memory.memsw"] = _limit(memsw)
-        current = self._file("memory.current", "memory", "memory.current" if v2 else "memory.usage_in_bytes")
-        if current is not None:
-            knobs["memory.current"] = int(current)
+        for knob, controller, v2_name, v1_name, parse in _PLAIN_KNOBS:
+            name = v2_name if self.version == 2 else v1_name
+            text = self._file(knob, controller, name) if name else None
+            if text is not None:
+                knobs[knob] = parse(text)
         knobs["memory.events"] = self._memory_events()
-        pids = self._file("pids.max", "pids", "pids.max")
-        if pids is not None:
-            knobs["pids.max"] = _limit(pids)
-        pids_current = self._file("pids.current", "pids", "pids.current")
-        if pids_current is not None:
-            knobs["pids.current"] = int(pids_current)
         knobs["pids.events"] = _keyed(self._file("pids.events", "pids", "pids.events"))
         knobs.update(self._cpu())
-        cpus = self._file("cpuset.cpus", "cpuset", "cpuset.cpus")
-        if cpus is not None:
-            knobs["cpuset.cpus"] = cpus
-        effective = self._file("cpuset.cpus.effective", "cpuset",
-                               "cpuset.cpus.effective" if v2 else "cpuset.effective_cpus")
-        if effective is not None:
-            knobs["cpuset.cpus.effective"] = effective
         frozen = self.frozen()
         if frozen is not None:
             knobs["frozen"] = frozen

@@ -10,6 +10,7 @@ from __future__ import annotations
 from conformance.clauses import Source
 from conformance.report.diff import Diff, diff, render_diff_text
 from conformance.report.errors import ReportError
+from conformance.report.hostsdir import is_run_id, merge_hosts_dir
 from conformance.report.html import write_html
 from conformance.report.junit import write_junit
 from conformance.report.markdown import write_summary
@@ -26,7 +27,8 @@ from conformance.report.model import (
     load,
     summarize,
 )
-from conformance.report.writer import new_run_dir, write_all
+from conformance.report.recap import attach_provisioning, load_recap, parse_recap
+from conformance.report.writer import new_run_dir, point_latest, write_all
 
 __all__ = [
     "ClauseRecord",
@@ -39,11 +41,17 @@ __all__ = [
     "Run",
     "Source",
     "Summary",
+    "attach_provisioning",
     "diff",
     "dump",
+    "is_run_id",
     "load",
+    "load_recap",
     "merge",
+    "merge_hosts_dir",
     "new_run_dir",
+    "parse_recap",
+    "point_latest",
     "render_diff_text",
     "summarize",
     "write_all",

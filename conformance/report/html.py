@@ -23,6 +23,7 @@ from conformance.report.model import (
     SEVERITY,
     ClauseRecord,
     ColumnKey,
+    HostRecord,
     Result,
     Results,
     clause_order,
@@ -30,6 +31,7 @@ from conformance.report.model import (
     summarize,
     worst,
 )
+from conformance.report.recap import provisioning_text
 from conformance.verdicts import Level, Verdict, counts_against
 
 TEMPLATE = "report.html.j2"
@@ -68,6 +70,31 @@ class Finding:
     result: Result
     clause: ClauseRecord | None
     label: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostGroup:
+    """The matrix's host header over that host's columns: what makes hosts' columns differ at a glance."""
+
+    name: str
+    span: int
+    kernel: str
+    cgroup: str
+    status: str  # reachable, unreachable, error
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """One row of the Hosts table: the record and what the page says about it."""
+
+    record: HostRecord
+    status: str
+    status_reason: str
+    kernel: str
+    cgroup: str
+    selection: str
+    provisioning: str  # idempotent, not-idempotent, unchecked, none
+    provisioning_text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +155,28 @@ def _findings(results: Results) -> list[Finding]:
             for i, r in enumerate(chosen, 1)]
 
 
+def not_selected(host: HostRecord | None, area: str, implementation: str | None) -> str | None:
+    """Why a clause did not run on a host whose selection (inventory vars, per-host run) left it out."""
+    selection = host.selection if host is not None else None
+    if not selection:
+        return None
+    source = "inventory var" if selection.get("source") == "inventory" else "this host's run:"
+    if selection.get("areas") is not None and area not in selection["areas"]:
+        return f"not selected for this host by {source} conformance_areas ({', '.join(selection['areas']) or 'none'})"
+    if implementation and selection.get("impls") is not None and implementation not in selection["impls"]:
+        return f"not selected for this host by {source} conformance_impls ({', '.join(selection['impls']) or 'none'})"
+    return None
+
+
+def _own_records(results: Results) -> dict[str, list[Result]]:
+    """Each host's records without a clause (unreachable, failed run), by host."""
+    own: dict[str, list[Result]] = {}
+    for r in results.results:
+        if r.clause is None:
+            own.setdefault(r.host, []).append(r)
+    return own
+
+
 def _rows(results: Results, columns: list[ColumnKey], findings: list[Finding]) -> list[Row]:
     by_cell: dict[tuple[str, ColumnKey], list[Result]] = {}
     for r in results.results:
@@ -137,18 +186,23 @@ def _rows(results: Results, columns: list[ColumnKey], findings: list[Finding]) -
     for f in findings:
         anchors.setdefault((f.result.clause, f.result.host if f.result.clause is None else f.label), f.anchor)
     reasons = {h.name: h.reason or "host unreachable" for h in results.hosts if not h.reachable}
+    own = _own_records(results)
+    hosts = {h.name: h for h in results.hosts}
     rows = []
     for clause in clause_order(results):
         cells = []
         for col in columns:
-            if col.implementation is None:  # placeholder column of an unreachable host
-                cells.append(Cell(Verdict.UNREACHABLE, f"unreachable: {reasons.get(col.host, '')}",
-                                  anchors.get((None, col.host))))
+            if col.implementation is None:  # placeholder column of a host that was not checked
+                own_held = own.get(col.host, [])
+                own_verdict = worst(r.verdict for r in own_held) or Verdict.UNREACHABLE
+                text = own_held[0].message if own_held else reasons.get(col.host, "")
+                cells.append(Cell(own_verdict, f"{own_verdict}: {text}", anchors.get((None, col.host))))
                 continue
             held = by_cell.get((clause.id, col), [])
             verdict = worst(r.verdict for r in held)
             bad = any(counts_against(r.verdict, r.fault is not None) or r.verdict is Verdict.WARN for r in held)
-            cells.append(Cell(verdict, _tooltip(held) if held else "not run",
+            empty = not_selected(hosts.get(col.host), clause.area, col.implementation) or "not run"
+            cells.append(Cell(verdict, _tooltip(held) if held else empty,
                               anchors.get((clause.id, col.label)) if bad else None))
         rows.append(Row(clause, cells, f"{clause.id} {clause.title}".lower(),
                         safe_href(clause.source.url), safe_href(clause.tour)))
@@ -172,6 +226,65 @@ def _areas(rows: list[Row]) -> list[tuple[str, list[Row]]]:
     return list(grouped.items())
 
 
+def _fact(facts: Mapping[str, object], *path: str) -> str:
+    node: object = facts
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return "?"
+        node = node[part]
+    return fact_text(node)
+
+
+def _status(host: HostRecord, own: list[Result]) -> tuple[str, str]:
+    """reachable, unreachable or error (its run failed), and why."""
+    if not host.reachable:
+        return "unreachable", host.reason or (own[0].message if own else "")
+    failed = [r for r in own if r.verdict is not Verdict.UNREACHABLE]
+    if failed:
+        return "error", failed[0].message
+    if any(r.verdict is Verdict.UNREACHABLE for r in own):
+        return "unreachable", own[0].message
+    return "reachable", ""
+
+
+def _selection_text(host: HostRecord) -> str:
+    selection = host.selection
+    if not selection:
+        return "as the run selected"
+    areas = selection.get("areas")
+    impls = selection.get("impls")
+    source = "inventory vars" if selection.get("source") == "inventory" else "its own run"
+    return (f"areas {', '.join(areas) if areas is not None else 'all'}; implementations "
+            f"{', '.join(impls) if impls is not None else 'all'}; level {selection.get('level')} ({source})")
+
+
+def host_views(results: Results) -> list[HostView]:
+    """The Hosts table's rows."""
+    own = _own_records(results)
+    views = []
+    for h in results.hosts:
+        status, why = _status(h, own.get(h.name, []))
+        state, words = provisioning_text(h.provisioning)
+        views.append(HostView(h, status, why, _fact(h.facts, "kernel", "release"), _fact(h.facts, "cgroup", "mode"),
+                              _selection_text(h), state, words))
+    return views
+
+
+def host_groups(columns: list[ColumnKey], views: list[HostView]) -> list[HostGroup]:
+    """Consecutive matrix columns of one host under one header naming its kernel and cgroup mode."""
+    by_name = {v.record.name: v for v in views}
+    groups: list[HostGroup] = []
+    for col in columns:
+        if groups and groups[-1].name == col.host:
+            last = groups[-1]
+            groups[-1] = HostGroup(last.name, last.span + 1, last.kernel, last.cgroup, last.status)
+            continue
+        view = by_name.get(col.host)
+        groups.append(HostGroup(col.host, 1, view.kernel if view else "?", view.cgroup if view else "?",
+                                view.status if view else "reachable"))
+    return groups
+
+
 def render_html(results: Results) -> str:
     """The report page as a string."""
     columns = results.columns()
@@ -179,6 +292,7 @@ def render_html(results: Results) -> str:
     shown = findings[:FINDINGS_MAX]
     rows = _rows(results, columns, shown)
     summary = summarize(results)
+    views = host_views(results)
     facts: Mapping[str, list[tuple[str, str]]] = {
         h.name: [(k, fact_text(v)) for k, v in flatten_facts(h.facts).items()] for h in results.hosts
     }
@@ -193,6 +307,10 @@ def render_html(results: Results) -> str:
         levels=list(Level),
         verdicts=list(Verdict),
         columns=columns,
+        host_groups=host_groups(columns, views),
+        host_views=views,
+        host_status={v.record.name: v.status for v in views},
+        merge_notes=[str(n) for n in results.run.options.get("merge_notes", []) or []],
         areas=_areas(rows),
         findings=shown,
         findings_left_out=max(0, len(findings) - FINDINGS_MAX),

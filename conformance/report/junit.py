@@ -19,7 +19,8 @@ from conformance.report._io import atomic_write_text
 from conformance.report.model import Result, Results, format_time
 from conformance.verdicts import Verdict
 
-#: The suite that holds one "[<host>] reachability" testcase per host that could not be reached.
+#: The suite that holds one "[<host>] reachability" testcase per host that could not be reached (or whose
+#: run failed, in a merged fan-out), and "[<host>] run" for a host whose run ended badly.
 REACHABILITY_SUITE = "conformance.reachability"
 
 #: Characters XML 1.0 cannot carry even escaped (NUL, most C0 controls, lone surrogates); kernel and
@@ -78,14 +79,16 @@ def build_junit(results: Results) -> ET.Element:
             suites[name] = _Suite(element)
         return suites[name]
 
-    reported_hosts: set[str] = set()
+    reported: set[tuple[str, str]] = set()
     for result in results.results:
-        if result.clause is None:  # a host's unreachable record: one reachability testcase per host
-            if result.host not in reported_hosts:
-                reported_hosts.add(result.host)
-                _reachability_case(suite(REACHABILITY_SUITE), result.host, result.message or result.actual or "")
+        if result.clause is None:  # a host's own record: one testcase per host and record name
+            if (result.host, result.test) not in reported:
+                reported.add((result.host, result.test))
+                _reachability_case(suite(REACHABILITY_SUITE), result.host, result.message or result.actual or "",
+                                   result.verdict, result.test)
             continue
         _result_case(suite(f"conformance.{result.area}"), results, result)
+    reported_hosts = {host for host, _ in reported}
     for host in results.hosts:
         if not host.reachable and host.name not in reported_hosts:
             reported_hosts.add(host.name)
@@ -167,9 +170,12 @@ def _result_case(suite: _Suite, results: Results, result: Result) -> None:
     suite.count(verdict, result.duration)
 
 
-def _reachability_case(suite: _Suite, host: str, reason: str) -> None:
-    name = suite.unique(_x(f"[{host}] reachability"), _x(host))
+def _reachability_case(suite: _Suite, host: str, reason: str, verdict: Verdict = Verdict.UNREACHABLE,
+                       test: str | None = None) -> None:
+    name = suite.unique(_x(test or f"[{host}] reachability"), _x(host))
     case = ET.SubElement(suite.element, "testcase", classname=REACHABILITY_SUITE, name=name, time="0.000")
-    _properties(case, [("host", host), ("verdict", str(Verdict.UNREACHABLE))])
-    ET.SubElement(case, "error", message=_x(reason or "host unreachable"), type="unreachable").text = _x(reason)
-    suite.count(Verdict.UNREACHABLE, 0.0)
+    _properties(case, [("host", host), ("verdict", str(verdict))])
+    default = "host unreachable" if verdict is Verdict.UNREACHABLE else "the host could not be checked"
+    first_line = next((line for line in reason.splitlines() if line.strip()), default)
+    ET.SubElement(case, "error", message=_x(first_line), type=str(verdict)).text = _x(reason)
+    suite.count(verdict, 0.0)

@@ -6,18 +6,23 @@ cut to a byte budget and says how many rows it left out; results.json and report
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.report._io import atomic_write_text
-from conformance.report.model import Result, Results, summarize
+from conformance.report.model import HostRecord, Result, Results, summarize
+from conformance.report.recap import provisioning_text
 from conformance.verdicts import Verdict
 
 #: Hard ceiling of the file in bytes (GitHub's step summary limit is 1 MiB); kept below it with margin.
 MAX_BYTES = 1024 * 1024 - 16 * 1024
 MESSAGE_CHARS = 160  # one table cell: enough for the clause/path/expected/actual sentence
 MAX_ROWS = 1000  # per table, whatever the budget: past this a summary is not read, it is scrolled
+PROVISIONING_BYTES = 128 * 1024  # the provisioning section, diffs included
+DIFF_LINES = 60  # per changed task's diff; report.html has them whole
+NOTES_MAX = 50  # merge notes listed
 _RESERVE = 4096  # section headings and "N more" lines, written after the budgeted tables
 
 _BAD_FIRST = (Verdict.UNREACHABLE, Verdict.FAIL, Verdict.ERROR, Verdict.TIMEOUT)
@@ -75,11 +80,20 @@ def _counts_line(results: Results) -> str:
     return f"{s.total} results: {counts}" if counts else "no results"
 
 
+def _host_state(results: Results, host: HostRecord) -> str:
+    if not host.reachable:
+        return " (unreachable)"
+    own = [r for r in results.results if r.clause is None and r.host == host.name]
+    if any(r.verdict is Verdict.ERROR for r in own):
+        return " (run failed)"
+    return " (unreachable)" if own else ""
+
+
 def _head(results: Results) -> list[str]:
     s = summarize(results)
     run = results.run
     mark = "✅" if s.conformant else "❌"
-    hosts = ", ".join(f"`{cell(h.name, 60)}`" + ("" if h.reachable else " (unreachable)") for h in results.hosts)
+    hosts = ", ".join(f"`{cell(h.name, 60)}`" + _host_state(results, h) for h in results.hosts)
     return [
         f"# {mark} Conformant: {'yes' if s.conformant else 'no'} ({cell(_counts_line(results), 400)})",
         "",
@@ -87,6 +101,53 @@ def _head(results: Results) -> list[str]:
         + (f" ({cell(run.git_sha[:12])})" if run.git_sha else "") + f"; hosts: {hosts or 'none'}.",
         "",
     ]
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text``, so a diff cannot close it early."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _provisioning(results: Results) -> list[str]:
+    """A line per host from the provisioning recap; a non-idempotent host's changed tasks with their diffs."""
+    hosts = [h for h in results.hosts if h.provisioning is not None]
+    if not hosts:
+        return []
+    lines = ["## Provisioning", ""]
+    used = 0
+    for h in results.hosts:
+        state, words = provisioning_text(h.provisioning)
+        mark = {"idempotent": "✅", "not-idempotent": "❌"}.get(state, "⚪")
+        lines.append(f"- {mark} `{cell(h.name, 60)}`: {cell(words, 300)}")
+        tasks = (h.provisioning or {}).get("changed_tasks") or []
+        for task in tasks:
+            if used > PROVISIONING_BYTES:
+                lines.append("  - … more changed tasks in results.json/report.html")
+                break
+            lines.append(f"  - `{cell(str(task.get('task')), 200)}`")
+            diff = task.get("diff")
+            if diff:
+                diff_lines = str(diff).splitlines()
+                shown = "\n".join(diff_lines[:DIFF_LINES]) + (
+                    f"\n… ({len(diff_lines) - DIFF_LINES} more lines)" if len(diff_lines) > DIFF_LINES else "")
+                fence = _fence(shown)
+                block = ["", "    <details><summary>diff</summary>", "", f"    {fence}diff",
+                         *(f"    {line}" for line in shown.splitlines()), f"    {fence}", "", "    </details>", ""]
+                lines += block
+                used += sum(len(b.encode("utf-8")) + 1 for b in block)
+    return [*lines, ""]
+
+
+def _notes(results: Results) -> list[str]:
+    """What the merge had to decide (a host renamed, a folder without results) in the merged report's words."""
+    notes = [str(n) for n in results.run.options.get("merge_notes", []) or []]
+    if not notes:
+        return []
+    lines = ["## Merge notes", "", *(f"- {cell(n, 400)}" for n in notes[:NOTES_MAX])]
+    if len(notes) > NOTES_MAX:
+        lines.append(f"- … and {len(notes) - NOTES_MAX} more in results.json")
+    return [*lines, ""]
 
 
 def _result_cells(results: Results, r: Result) -> list[str]:
@@ -119,7 +180,7 @@ def _sorted(results: Results, verdicts: Sequence[Verdict]) -> list[Result]:
 
 def render_summary(results: Results, max_bytes: int = MAX_BYTES) -> str:
     """The summary as markdown, never more than ``max_bytes`` bytes of UTF-8."""
-    head = _head(results)
+    head = _head(results) + _provisioning(results) + _notes(results)
     areas = _area_counts(results)
     fixed = len("\n".join(head + areas).encode("utf-8"))
     remaining = max(0, max_bytes - fixed - _RESERVE)

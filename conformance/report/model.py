@@ -94,24 +94,46 @@ ClauseRecord = Clause
 
 @dataclass(frozen=True, slots=True)
 class HostRecord:
-    """A host the run targeted, with the capabilities probed once on it (or why it was unreachable)."""
+    """A host the run targeted, with the capabilities probed once on it (or why it was unreachable).
+
+    ``selection`` is what the host was asked to check when that differs per host (an inventory's
+    conformance_areas / conformance_impls / conformance_level, or the per-host run a fan-out merged):
+    ``{"areas": [...] | None, "impls": [...] | None, "level": "MUST", "source": "inventory" | "run"}``.
+    ``provisioning`` is what the provisioning recap says of the host: ``{"idempotent": bool | None,
+    "changed_first": n, "changed_second": n | None, "changed_tasks": [{"task", "diff"}]}``. Both are
+    optional (older results.json files have neither) and never change a verdict.
+    """
 
     name: str
     spec: str
     reachable: bool
     reason: str | None = None
     facts: Mapping[str, Any] = field(default_factory=dict)
+    selection: Mapping[str, Any] | None = None
+    provisioning: Mapping[str, Any] | None = None
+
+    @property
+    def level(self) -> Level | None:
+        """The level this host was judged at, when its selection says (else the run's applies)."""
+        return Level(self.selection["level"]) if self.selection and self.selection.get("level") else None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HostRecord:
         """Build from one item of the ``hosts`` array."""
+        selection, provisioning = d.get("selection"), d.get("provisioning")
         return cls(name=d["name"], spec=d["spec"], reachable=d["reachable"], reason=d["reason"],
-                   facts=_free(d["facts"]))
+                   facts=_free(d["facts"]), selection=_free(selection) if selection is not None else None,
+                   provisioning=_free(provisioning) if provisioning is not None else None)
 
     def to_dict(self) -> dict[str, Any]:
-        """One item of the ``hosts`` array."""
-        return {"name": self.name, "spec": self.spec, "reachable": self.reachable, "reason": self.reason,
-                "facts": _free(self.facts)}
+        """One item of the ``hosts`` array (selection and provisioning only when known)."""
+        d: dict[str, Any] = {"name": self.name, "spec": self.spec, "reachable": self.reachable, "reason": self.reason,
+                             "facts": _free(self.facts)}
+        if self.selection is not None:
+            d["selection"] = _free(self.selection)
+        if self.provisioning is not None:
+            d["provisioning"] = _free(self.provisioning)
+        return d
 
 
 #: The fault of the matrix column that gathers every clause's faulty variant of an implementation.
@@ -233,14 +255,15 @@ class Results:
     def columns(self) -> list[ColumnKey]:
         """Matrix columns in a stable order: hosts as listed, then implementation, plain before faulty.
 
-        A host that could not be reached and has no per-clause results gets one placeholder column,
-        so that it shows up in the matrix (all black) instead of silently vanishing.
+        A host that could not be reached, or whose run failed, and has no per-clause results gets one
+        placeholder column, so that it shows up in the matrix instead of silently vanishing.
         """
         order = {h.name: i for i, h in enumerate(self.hosts)}
         keys = {r.matrix_column for r in self.results if r.clause is not None}
         hosts_with_columns = {k.host for k in keys}
+        host_records = {r.host for r in self.results if r.clause is None}
         keys |= {ColumnKey(h.name, None, None) for h in self.hosts
-                 if not h.reachable and h.name not in hosts_with_columns}
+                 if (not h.reachable or h.name in host_records) and h.name not in hosts_with_columns}
         return sorted(keys, key=lambda k: (order.get(k.host, len(order)), k.host, k.implementation or "",
                                            k.fault is not None, k.fault or ""))
 
@@ -278,13 +301,15 @@ class Results:
 def summarize(results: Results, level: Level | None = None) -> Summary:
     """Count verdicts overall and per clause level, and decide conformance at ``level``.
 
-    ``level`` defaults to the run's own. The runner already turns failures below its level into
+    ``level`` defaults to each host's own (its ``selection`` level, e.g. an inventory's
+    conformance_level), else the run's. The runner already turns failures below its level into
     ``warn``, so for one run this is "no bad verdict at all"; the parameter matters for merged runs
     and for asking "would this run conform at MUST?" of a run made at MAY. Results without a level
-    (a host's unreachable record) and hosts marked unreachable always count against conformance:
-    a host that was not checked cannot be called conformant.
+    (a host's unreachable or failed-run record) and hosts marked unreachable always count against
+    conformance: a host that was not checked cannot be called conformant.
     """
-    threshold = level if level is not None else results.run.level
+    host_levels = {h.name: h.level for h in results.hosts if h.level is not None} if level is None else {}
+    default = level if level is not None else results.run.level
     by_verdict = _zero()
     by_level = {lv: _zero() for lv in Level}
     conformant = all(h.reachable for h in results.hosts)
@@ -292,6 +317,7 @@ def summarize(results: Results, level: Level | None = None) -> Summary:
         by_verdict[r.verdict] += 1
         if r.level is not None:
             by_level[r.level][r.verdict] += 1
+        threshold = host_levels.get(r.host, default)
         if counts_against(r.verdict, r.fault is not None) and (r.level is None or r.level.within(threshold)):
             conformant = False
     return Summary(total=len(results.results), by_verdict=by_verdict, by_level=by_level, conformant=conformant)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from conformance.clauses import load_catalogue
-from conformance.suite_index import tests_by_clause
+from conformance import suite_index
 from tests.conftest import needs_root, run_cli
 from tools import guest as guest_tool
 
@@ -109,7 +109,7 @@ def test_cgroups_area_passes_in_the_guest(guest: guest_tool.Guest, tmp_path: Pat
 
 def test_v2_clauses_have_teeth_in_the_guest(guest: guest_tool.Guest, tmp_path: Path) -> None:
     """The clauses only a v2 host can check catch the reference runtime's faulty variants there."""
-    index = tests_by_clause()
+    index = suite_index.tests_by_clause()
     keyword = " or ".join(sorted({t.split("::")[1] for cid in V2_ONLY for t in index[cid]}))
     results = _conformance_run(guest, tmp_path, "--impl", "ref", "--faults", "--level", "MAY", "--", "-k", keyword)
     verdicts = {(r["clause"], bool(r["fault"])): r["verdict"] for r in results}
