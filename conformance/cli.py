@@ -152,7 +152,7 @@ def exit_code_for(results: dict[str, Any]) -> int:
 def _check_run_options(args: argparse.Namespace, report_dir: Path) -> None:
     """Usage errors of `run` found before pytest starts, each saying what to do instead (ValueError: exit 2)."""
     from conformance.hosts import check_host_name  # noqa: PLC0415
-    from conformance.plugin import check_run_id  # noqa: PLC0415
+    from conformance.selection import check_run_id  # noqa: PLC0415
 
     if args.run_id is not None:
         try:
@@ -332,7 +332,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     """Sweep every selected host; also ask each driver to remove what it left."""
     from conformance import drivers  # noqa: PLC0415
     from conformance.hosts import HostError  # noqa: PLC0415
-    from conformance.plugin import short_id_of  # noqa: PLC0415
+    from conformance.selection import short_id_of  # noqa: PLC0415
     from conformance.transport import ProbeClient  # noqa: PLC0415
 
     # Host-side names carry the short id: a full run id (or one a run had to digest) is turned into it.

@@ -9,7 +9,7 @@ import pytest
 
 from conformance.cli import _check_run_options, build_parser, main
 from conformance.hosts import HostSelectionError, Inventory, read_inventory, renamed, resolve
-from conformance.plugin import HostSelection, check_run_id, host_selections, short_id_of
+from conformance.selection import HostSelection, check_run_id, host_selections, short_id_of
 from conformance.verdicts import Level
 
 INVENTORY = """\
