@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,17 @@ def needs_root() -> pytest.MarkDecorator:
 def which(tool: str) -> str | None:
     """A tool on PATH."""
     return shutil.which(tool)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI timeout, bin/run-tests stopping its background job) ends the run like Ctrl-C.
+
+    pytest then runs the fixtures' finalizers, which stop the QEMU guest and remove what tests made;
+    Python's default for SIGTERM would end the process without them.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+

@@ -104,10 +104,12 @@ def test_summary_and_html_are_written(clean_run: Any) -> None:
 
 
 def test_host_is_left_as_found(clean_run: Any) -> None:
-    mountinfo = Path("/proc/self/mountinfo").read_text()
-    assert "conformance-" not in mountinfo
-    assert not [p for p in os.listdir("/tmp") if p.startswith("conformance-")]
-    assert leftover_engine_objects() == []  # docker containers and images of the run are gone too
+    """Nothing the run named (conformance-<short id>-...) is left; other work on the host is not this run's."""
+    _done, _results, run_dir = clean_run
+    mine = f"conformance-{run_dir.name.split('_')[1]}"
+    assert mine not in Path("/proc/self/mountinfo").read_text()
+    assert not [p for p in os.listdir("/tmp") if p.startswith(mine)]
+    assert leftover_engine_objects(run_dir.name.split("_")[1]) == []  # docker containers and images too
 
 
 @pytest.mark.parametrize(("area", "clauses"), [("host", HOST_CLAUSES), ("layers", LAYER_CLAUSES),
