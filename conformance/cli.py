@@ -263,13 +263,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """One clause in full, with its tests and faulty variants."""
     from conformance import drivers  # noqa: PLC0415
     from conformance.suite_index import docstrings, tests_by_clause  # noqa: PLC0415
+    from conformance.tour import load_index, resolve  # noqa: PLC0415
 
     clause = load_catalogue().get(args.clause_id.upper())
     tests = tests_by_clause().get(clause.id, [])
     docs = docstrings()
     faults = {name: d.faults()[clause.id] for name, d in drivers.load_all().items() if clause.id in d.faults()}
+    steps = load_index().steps_for(clause.id)
     if args.json:
-        print(json.dumps({**clause.to_dict(), "tests": tests, "faults": faults}, indent=2))
+        print(json.dumps({**clause.to_dict(), "tour_url": resolve(clause.tour), "tour_steps": [s.ref for s in steps],
+                          "tests": tests, "faults": faults}, indent=2))
         return 0
     print(f"{clause.id}  [{clause.level}]  {clause.title}\n")
     print(textwrap.fill(clause.statement, 100) + "\n")
@@ -277,7 +280,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if clause.source.url:
         print(f"         {clause.source.url}")
     print(f"Area:    {clause.area}    Tags: {', '.join(clause.tags) or '-'}")
-    if clause.tour:
+    for step in steps:  # the repository path reads the same on every machine; --json has the link too
+        print(f"Shown in the tour: {step.ref}  ({step.title})")
+    if clause.tour and not steps:
         print(f"Tour:    {clause.tour}")
     print("\nChecked by:")
     for test in tests:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -200,4 +200,17 @@ def load_catalogue(directory: Path | None = None) -> Catalogue:
             if clause.id in clauses:
                 raise _fail(path, clause.id, "duplicate ID (already defined in another area file)")
             clauses[clause.id] = clause
-    return Catalogue(clauses)
+    return Catalogue(_with_tour_links(clauses))
+
+
+def _with_tour_links(clauses: dict[str, Clause]) -> dict[str, Clause]:
+    """Each clause the guided tour shows gets that step (`docs/tour.md#step-...`), unless its YAML names one.
+
+    The tour cites clauses on each step's "Guaranteed by" line; conformance/tour.py keeps that as data,
+    and turns the reference into a link where a report is rendered.
+    """
+    from conformance.tour import clause_refs  # noqa: PLC0415  (here: reports import Clause, not the tour)
+
+    refs = clause_refs()
+    return {cid: clause if clause.tour or cid not in refs else replace(clause, tour=refs[cid])
+            for cid, clause in clauses.items()}

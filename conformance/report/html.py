@@ -32,6 +32,7 @@ from conformance.report.model import (
     worst,
 )
 from conformance.report.recap import provisioning_text
+from conformance.tour import resolve as tour_link  # standard library only: where docs/tour.md is read from
 from conformance.verdicts import Level, Verdict, counts_against
 
 TEMPLATE = "report.html.j2"
@@ -106,10 +107,12 @@ class ReasonGroup:
 
 
 def safe_href(url: str | None) -> str | None:
-    """``url`` if it is a plain web or relative link, else None.
+    """``url`` if it is a plain web, file or relative link, else None.
 
     Clause sources and tour links end up in ``href``; a ``javascript:`` or ``data:`` URL there would run
-    in the reader's browser, so only http, https and relative links become links.
+    in the reader's browser, so only http, https, file and relative links become links. file: is for
+    the tour link of a report rendered from a checkout (conformance/tour.py): it opens the checkout's
+    docs/tour.md, and a browser only follows it from a page that is itself a file.
     """
     if not url:
         return None
@@ -117,7 +120,7 @@ def safe_href(url: str | None) -> str | None:
         scheme = urlsplit(url.strip()).scheme.lower()
     except ValueError:
         return None
-    return url if scheme in {"", "http", "https"} else None
+    return url if scheme in {"", "http", "https", "file"} else None
 
 
 def _environment() -> Environment:
@@ -205,7 +208,7 @@ def _rows(results: Results, columns: list[ColumnKey], findings: list[Finding]) -
             cells.append(Cell(verdict, _tooltip(held) if held else empty,
                               anchors.get((clause.id, col.label)) if bad else None))
         rows.append(Row(clause, cells, f"{clause.id} {clause.title}".lower(),
-                        safe_href(clause.source.url), safe_href(clause.tour)))
+                        safe_href(clause.source.url), safe_href(tour_link(clause.tour))))
     return rows
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from conformance.clauses import load_catalogue
 from conformance import suite_index
+from conformance.clauses import load_catalogue
 from tests.conftest import needs_root, run_cli
 from tools import guest as guest_tool
 

@@ -1,35 +1,40 @@
-"""playbooks/site.yml: valid, idempotent, harmless in check mode, and it leaves dockerd answering.
+"""The playbooks: valid, provisioning idempotent, harmless in check mode, and dockerd answering after it.
 
-These run the real playbook against this machine (inventory/local.yml), so they need root on a
-Debian or Ubuntu host. In CI, bin/run-tests has provisioned the host already, and a run here
-should change nothing.
+The provisioning tests run the real playbooks/provision.yml against this machine
+(inventory/local.yml), so they need root on a Debian or Ubuntu host. In CI, bin/run-tests has
+provisioned the host already, and a run here should change nothing.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.provision.conftest import (
+    PLAYBOOKS,
+    ansible_env,
+    changed_tasks,
+    explain,
+    read_json,
+    recap,
+    run_playbook,
+)
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-SITE = REPO / "playbooks" / "site.yml"
-# The ansible-playbook of the interpreter running the tests (the venv's); not resolved, since
-# .venv/bin/python is a link to the system interpreter.
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+PROVISION = PLAYBOOKS / "provision.yml"
 HOST_ENV = Path(os.environ.get("CONFORMANCE_HOST_ENV", "/etc/container-conformance/host.env"))
-# The first provisioning of a bare host installs ~60 packages.
-PLAYBOOK_TIMEOUT_S = 1800
-RECAP_LINE = re.compile(r"^localhost\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
+# Every playbook meant to be run, not task files.
+PLAYBOOK_FILES = sorted(p.name for p in PLAYBOOKS.glob("*.yml"))
+# choose_run.yml's message: "Run <id>: reports in <dir>".
+RUN_LINE = re.compile(r'"msg": "Run \S+: reports in (\S+)"')
 
 needs_provisionable_host = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("apt-get") is None,
@@ -37,80 +42,70 @@ needs_provisionable_host = pytest.mark.skipif(
 )
 
 
-def run_playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ansible-playbook on site.yml from the repository root, one run at a time."""
-    env = {
-        **os.environ,
-        # Explicit: Ansible ignores ./ansible.cfg in a world-writable directory.
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    # Two runs at once (xdist workers) would fight over dpkg's lock and start dockerd twice.
-    with SITE.open() as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), str(SITE.relative_to(REPO)), *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PLAYBOOK_TIMEOUT_S,
-            check=False,
-        )
-
-
-def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    """The PLAY RECAP counts for localhost: {'ok': 14, 'changed': 0, ...}."""
-    match = RECAP_LINE.search(result.stdout)
-    assert match, f"no PLAY RECAP line for localhost:\n{explain(result)}"
-    return {key: int(value) for key, value in (pair.split("=") for pair in match["counts"].split())}
-
-
-def explain(result: subprocess.CompletedProcess[str]) -> str:
-    """The tail of a run's output, for assertion messages."""
-    return f"rc={result.returncode}\n--- stdout (tail)\n{result.stdout[-6000:]}\n--- stderr\n{result.stderr[-3000:]}"
-
-
-def changed_tasks(result: subprocess.CompletedProcess[str]) -> list[str]:
-    """Names of the tasks that reported a change, for assertion messages."""
-    names, current = [], ""
-    for line in result.stdout.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            current = line.split("[", 1)[1].rsplit("]", 1)[0]
-        elif line.startswith("changed:"):
-            names.append(current)
-    return names
-
-
 @pytest.fixture(scope="module")
-def converged() -> Iterator[subprocess.CompletedProcess[str]]:
-    """A provisioning run on a host that was provisioned before it."""
-    first = run_playbook()
+def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
+    """A provisioning run on a host that was provisioned before it, and its conformance_recap file."""
+    recap_file = tmp_path_factory.mktemp("recap") / "provision-recap.json"
+    env = ansible_env(CONFORMANCE_RECAP_FILE=str(recap_file))
+    first = run_playbook(PROVISION, env=env)
     assert first.returncode == 0, explain(first)
     # A first run that changed nothing found the host converged already: it is the second run.
-    yield first if recap(first)["changed"] == 0 else run_playbook()
+    yield (first if recap(first)["changed"] == 0 else run_playbook(PROVISION, env=env)), recap_file
 
 
 def test_syntax_check() -> None:
-    result = run_playbook("--syntax-check")
+    """Every playbook in playbooks/ (one ansible-playbook call: it takes several)."""
+    assert {"site.yml", "provision.yml", "run.yml", "collect.yml"} <= set(PLAYBOOK_FILES)
+    result = run_playbook(PLAYBOOKS / PLAYBOOK_FILES[0], *(str(PLAYBOOKS / p) for p in PLAYBOOK_FILES[1:]),
+                          "--syntax-check")
     assert result.returncode == 0, explain(result)
+    assert result.stdout.count("playbook: ") == len(PLAYBOOK_FILES), result.stdout
+
+
+def test_site_runs_the_steps_in_order() -> None:
+    """site.yml: choose the run, provision, provision again as the idempotence pass, run and collect."""
+    result = run_playbook(PLAYBOOKS / "site.yml", "--list-tasks")
+    assert result.returncode == 0, explain(result)
+    plays = [line.split("play #", 1)[1] for line in result.stdout.splitlines() if "play #" in line]
+    names = [play.split(": ", 1)[1].split("\t")[0].strip() for play in plays]
+    assert names == [
+        "Choose the run",
+        "Provision the container hosts",
+        "Provision the container hosts",
+        "Choose the run",
+        "Run the conformance suite on every container host",
+        "Merge the hosts' reports into the run's report",
+    ], result.stdout
 
 
 @needs_provisionable_host
-def test_second_run_changes_nothing(converged: subprocess.CompletedProcess[str]) -> None:
-    counts = recap(converged)
-    assert converged.returncode == 0, explain(converged)
-    assert counts["failed"] == 0, explain(converged)
-    assert counts["unreachable"] == 0, explain(converged)
-    assert counts["changed"] == 0, f"not idempotent, changed: {changed_tasks(converged)}\n{explain(converged)}"
+def test_second_run_changes_nothing(converged: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    result, recap_file = converged
+    counts = recap(result)
+    assert result.returncode == 0, explain(result)
+    assert counts["failed"] == 0, explain(result)
+    assert counts["unreachable"] == 0, explain(result)
+    assert counts["changed"] == 0, f"not idempotent, changed: {changed_tasks(result)}\n{explain(result)}"
+    # The conformance_recap callback saw the same: one play, nothing changed on localhost.
+    plays = read_json(recap_file)["plays"]
+    assert [p["name"] for p in plays] == ["Provision the container hosts"]
+    assert plays[0]["hosts"]["localhost"]["changed"] == 0, plays[0]["hosts"]["localhost"]["changed_tasks"]
 
 
 @needs_provisionable_host
-def test_check_mode_passes(converged: subprocess.CompletedProcess[str]) -> None:
-    result = run_playbook("--check")
+@pytest.mark.parametrize("playbook", ["provision.yml", "site.yml"])
+def test_check_mode_changes_nothing(converged: tuple[subprocess.CompletedProcess[str], Path], playbook: str) -> None:
+    """--check --diff on a converged host: nothing would change, nothing fails, no report is written."""
+    result = run_playbook(PLAYBOOKS / playbook, "--check", "--diff")
     assert result.returncode == 0, explain(result)
-    assert recap(result)["failed"] == 0, explain(result)
+    counts = recap(result)
+    assert counts["failed"] == 0, explain(result)
+    assert counts["changed"] == 0, f"check mode would change: {changed_tasks(result)}\n{explain(result)}"
+    # site.yml chose a run (and says where its reports would go) but wrote nothing there.
+    run_dirs = RUN_LINE.findall(result.stdout)
+    assert run_dirs or playbook == "provision.yml", explain(result)
+    for run_dir in run_dirs:
+        assert not Path(run_dir).exists(), f"check mode wrote {run_dir}"
 
 
 def host_env() -> dict[str, str]:
@@ -125,7 +120,7 @@ def host_env() -> dict[str, str]:
 
 
 @needs_provisionable_host
-def test_dockerd_answers_on_the_provisioned_socket(converged: subprocess.CompletedProcess[str]) -> None:
+def test_dockerd_answers_on_the_provisioned_socket(converged: tuple[subprocess.CompletedProcess[str], Path]) -> None:
     docker_host = host_env()["DOCKER_HOST"]
     assert docker_host.startswith("unix://"), docker_host
     docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker")

@@ -1,0 +1,134 @@
+"""run.yml and collect.yml: a fan-out run over two hosts, one of which cannot be reached.
+
+"localhost" runs one real clause with the checkout's venv (as inventory/local.yml has it) into a
+temporary home; "unreachable-host" is 127.0.0.1 on port 9, where nothing listens, so ssh is refused
+at once. The run must leave each host's files and status.json under reports/<run-id>/hosts/, merge
+them with the controller's `conformance report merge`, point latest at the run, and fail the
+playbook because one host did not run. collect.yml then fetches the same run again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from tests.provision.conftest import PLAYBOOKS, explain, read_json, run_playbook
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the suite's host area runs as root"),
+    pytest.mark.skipif(shutil.which("ssh") is None, reason="the unreachable host is an ssh host"),
+]
+
+# One quick clause: it reads /proc/filesystems.
+CLAUSE = "overlay_is_listed_in_proc_filesystems"
+INVENTORY = f"""\
+all:
+  children:
+    container_hosts:
+      hosts:
+        localhost:
+          ansible_connection: local
+          ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+          conformance_suite_install: false
+          conformance_suite_venv: "{{{{ ansible_playbook_python | dirname | dirname }}}}"
+        unreachable-host:
+          ansible_host: 127.0.0.1
+          ansible_port: 9
+          ansible_ssh_common_args: -o ConnectTimeout=5 -o BatchMode=yes -o StrictHostKeyChecking=no
+      vars:
+        conformance_areas: [host]
+        conformance_impls: [kernel]
+        conformance_run_args: ["--", "-k", "{CLAUSE}"]
+"""
+RUN_LINE = re.compile(r'"msg": "Run (\S+): reports in (\S+)"')
+HOST_FILES = ["report.html", "results.json", "run.log", "status.json", "summary.md", "junit.xml"]
+
+
+class FleetRun(NamedTuple):
+    result: subprocess.CompletedProcess[str]
+    run_id: str
+    run_dir: Path
+    args: list[str]
+
+
+@pytest.fixture(scope="module")
+def fleet_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
+    tmp = tmp_path_factory.mktemp("fleet")
+    inventory = tmp / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    args = ["-i", str(inventory), "-e", f"conformance_reports_dir={tmp / 'reports'}",
+            "-e", f"conformance_suite_home={tmp / 'home'}"]
+    result = run_playbook(PLAYBOOKS / "run.yml", *args, timeout=900)
+    found = RUN_LINE.search(result.stdout)
+    assert found, explain(result)
+    yield FleetRun(result, found[1], Path(found[2]), args)
+
+
+def test_the_run_id_looks_like_a_run_folder(fleet_run: FleetRun) -> None:
+    assert re.fullmatch(r"\d{8}T\d{6}Z_[0-9a-f]{8}", fleet_run.run_id), fleet_run.run_id
+    assert fleet_run.run_dir.name == fleet_run.run_id
+
+
+def test_a_host_that_did_not_run_fails_the_playbook(fleet_run: FleetRun) -> None:
+    result = fleet_run.result
+    assert result.returncode == 2, explain(result)
+    assert f"Run {fleet_run.run_id} does not conform, or a host did not run it" in result.stdout, explain(result)
+
+
+def test_the_reachable_host_ran_and_its_files_came_home(fleet_run: FleetRun) -> None:
+    host_dir = fleet_run.run_dir / "hosts" / "localhost"
+    assert sorted(p.name for p in host_dir.iterdir()) == sorted(HOST_FILES), explain(fleet_run.result)
+    status = read_json(host_dir / "status.json")
+    assert status["host"] == "localhost"
+    assert status["state"] == "ran", status
+    assert status["rc"] in (0, 1), status
+    results = read_json(host_dir / "results.json")
+    assert [h["name"] for h in results["hosts"]] == ["localhost"]  # --as-host
+    assert results["run"]["id"] == fleet_run.run_id  # --run-id
+
+
+def test_the_unreachable_host_is_recorded(fleet_run: FleetRun) -> None:
+    host_dir = fleet_run.run_dir / "hosts" / "unreachable-host"
+    assert sorted(p.name for p in host_dir.iterdir()) == ["status.json"]
+    status = read_json(host_dir / "status.json")
+    assert status["state"] == "unreachable", status
+    assert status["rc"] is None
+    assert "port 9" in status["message"], status
+
+
+def test_the_merged_report_names_both_hosts(fleet_run: FleetRun) -> None:
+    merged = read_json(fleet_run.run_dir / "results.json")
+    assert sorted(h["name"] for h in merged["hosts"]) == ["localhost", "unreachable-host"]
+    for name in ("junit.xml", "report.html", "summary.md"):
+        assert (fleet_run.run_dir / name).is_file(), name
+    assert "unreachable-host" in (fleet_run.run_dir / "summary.md").read_text()
+    latest = fleet_run.run_dir.parent / "latest"
+    assert latest.is_symlink() and os.readlink(latest) == fleet_run.run_id
+
+
+def test_collect_fetches_the_run_again(fleet_run: FleetRun) -> None:
+    """collect.yml for the same run id: the same files, localhost's status (with its rc) kept."""
+    status_file = fleet_run.run_dir / "hosts" / "localhost" / "status.json"
+    before = status_file.read_text()
+    (fleet_run.run_dir / "hosts" / "localhost" / "results.json").unlink()
+    result = run_playbook(PLAYBOOKS / "collect.yml", *fleet_run.args, "-e", f"conformance_run_id={fleet_run.run_id}",
+                          timeout=600)
+    assert result.returncode == 2, explain(result)
+    assert (fleet_run.run_dir / "hosts" / "localhost" / "results.json").is_file(), explain(result)
+    assert status_file.read_text() == before
+    assert read_json(fleet_run.run_dir / "hosts" / "unreachable-host" / "status.json")["state"] == "unreachable"
+
+
+def test_collect_needs_a_run_id(fleet_run: FleetRun) -> None:
+    result = run_playbook(PLAYBOOKS / "collect.yml", *fleet_run.args, timeout=300)
+    assert result.returncode != 0
+    assert "Which run? Pass its id" in result.stdout, explain(result)
+
