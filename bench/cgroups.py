@@ -11,7 +11,8 @@
 
 Run as root on a prepared host (bin/bootstrap); every run writes under a conformance-bench-* dir on
 /dev/shm, removed after. For another host, pass --hosts and --ssh-config as to `conformance run`.
-Usage: python bench/cgroups.py [--runs 20] [--impl ref --impl runc ...] [--hosts ssh://guest --ssh-config F]
+Usage: python bench/cgroups.py [--runs 20] [--impl ref --impl runc ...] [--clause CG-MEM-008 ...]
+       [--hosts ssh://guest --ssh-config F]
 """
 
 from __future__ import annotations
@@ -52,10 +53,19 @@ def one_run(workdir: Path, impls: list[str], extra: list[str], keyword: str) -> 
     reports = workdir / "reports"
     argv = [sys.executable, "-m", "conformance", "run", "--area", "cgroups", "--report-dir", str(reports),
             *[f"--impl={impl}" for impl in impls], *extra, "--", "-k", keyword, "-q"]
-    subprocess.run(argv, cwd=_ROOT, capture_output=True, timeout=1800, check=False)
-    results = json.loads((reports / "latest" / "results.json").read_text(encoding="utf-8"))["results"]
-    shutil.rmtree(reports, ignore_errors=True)
+    done = subprocess.run(argv, cwd=_ROOT, capture_output=True, text=True, timeout=1800, check=False)
+    try:
+        results = json.loads((reports / "latest" / "results.json").read_text(encoding="utf-8"))["results"]
+    except (OSError, ValueError, KeyError) as err:
+        raise RunFailed(f"`conformance run` exited {done.returncode} without results ({err}):\n"
+                        f"{(done.stdout + done.stderr)[-1500:]}") from None
+    finally:
+        shutil.rmtree(reports, ignore_errors=True)
     return list(results)
+
+
+class RunFailed(Exception):
+    """A run that wrote no results: a harness problem, counted apart from the clauses' verdicts."""
 
 
 def main() -> int:
@@ -64,22 +74,35 @@ def main() -> int:
     parser.add_argument("--impl", action="append", default=None, help="default: ref, runc, podman, docker")
     parser.add_argument("--hosts", default=None)
     parser.add_argument("--ssh-config", default=None)
+    parser.add_argument("--clause", action="append", default=None,
+                        help="only these timing clauses (repeatable; default: every clause tagged timing)")
     args = parser.parse_args()
     impls = args.impl or ["ref", "runc", "podman", "docker"]
     extra = [*(["--hosts", args.hosts] if args.hosts else []), *(["--ssh-config", args.ssh_config]
                                                                   if args.ssh_config else [])]
-    clauses = timing_clauses()
+    clauses = [c for c in timing_clauses() if not args.clause or c in args.clause]
     keyword = selection([*clauses, _COST_CLAUSE])
+    harness_errors = 0
     verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
     costs: dict[str, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="conformance-bench-", dir="/dev/shm") as scratch:
         for index in range(args.runs):
-            for result in one_run(Path(scratch), impls, extra, keyword):
+            try:
+                results = one_run(Path(scratch), impls, extra, keyword)
+            except RunFailed as err:
+                harness_errors += 1
+                print(f"run {index + 1}/{args.runs}: {err}", file=sys.stderr)
+                continue
+            for result in results:
                 key = (str(result["clause"]), str(result["implementation"]))
                 verdicts[key].append(str(result["verdict"]))
                 if result["clause"] == _COST_CLAUSE and result["verdict"] == "pass":
                     costs[str(result["implementation"])].append(float(str(result["duration"])))
-            print(f"run {index + 1}/{args.runs} done", file=sys.stderr)
+            # Said as they happen, so that a long run (the TCG guest) that dies late still told its flakes.
+            bad = [f"{r['clause']}/{r['implementation']}: {r['verdict']}" for r in results
+                   if r["clause"] in clauses and r["verdict"] not in ("pass", "skip")]
+            print(f"run {index + 1}/{args.runs} done" + (f"; not passing: {', '.join(bad)}" if bad else ""),
+                  file=sys.stderr)
     flaky = 0
     print(f"## Flake rate of the timing clauses over {args.runs} runs\n")
     print("| clause | " + " | ".join(impls) + " |")
@@ -105,8 +128,8 @@ def main() -> int:
         median = statistics.median(costs[impl])
         ratio = f"{median / base:.2f}x" if base else "-"
         print(f"| {impl} | {median:.2f} | {ratio} |")
-    print(f"\nflaky verdicts: {flaky}")
-    return 1 if flaky else 0
+    print(f"\nflaky verdicts: {flaky}; runs without results (harness errors): {harness_errors}")
+    return 1 if flaky or harness_errors else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ values out of the facts for skips and report headers.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,28 +37,41 @@ class HostFacts:
 
 
 def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
-    """Ask each host for its facts; a host that fails this is unreachable for the whole run."""
+    """Ask each host for its facts; a host that fails this is unreachable for the whole run.
+
+    All hosts at once (threads: the work is waiting on ssh): one at a time, a fleet of 8 spent 6 s here
+    before its first test. The result keeps the hosts' order, whatever order they answered in.
+    """
     found = HostFacts()
-    for host in hosts:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(hosts), 32))) as pool:
+        answers = list(pool.map(lambda host: _ask(host, short_id, timeout), hosts))
+    for host, (client, facts, unreachable, error) in zip(hosts, answers, strict=True):
         found.specs[host.name] = host.spec
-        client = ProbeClient(host, short_id, timeout)
-        try:
-            observation = client.call([Scenario("facts.gather")], "kernel")[0]
-        except HostUnreachable as exc:
-            found.unreachable[host.name] = str(exc)
-            continue
-        except HostError as exc:
-            found.errors[host.name] = str(exc)
-            _quietly_remove(client)
-            continue
-        if not observation.ok:
-            error = (observation.error or {}).get("error", "unknown error")
-            found.errors[host.name] = f"{host.name}: the probe could not gather facts: {error}"
-            _quietly_remove(client)
-            continue
-        found.clients[host.name] = client
-        found.facts[host.name] = dict(observation.data)
+        if unreachable is not None:
+            found.unreachable[host.name] = unreachable
+        elif error is not None:
+            found.errors[host.name] = error
+        else:
+            found.clients[host.name] = client
+            found.facts[host.name] = facts
     return found
+
+
+def _ask(host: Host, short_id: str, timeout: float) -> tuple[ProbeClient, dict[str, Any], str | None, str | None]:
+    """One host's probe client and facts, or why not: (client, facts, unreachable, error)."""
+    client = ProbeClient(host, short_id, timeout)
+    try:
+        observation = client.call([Scenario("facts.gather")], "kernel")[0]
+    except HostUnreachable as exc:
+        return client, {}, str(exc), None
+    except HostError as exc:
+        _quietly_remove(client)
+        return client, {}, None, str(exc)
+    if not observation.ok:
+        error = (observation.error or {}).get("error", "unknown error")
+        _quietly_remove(client)
+        return client, {}, None, f"{host.name}: the probe could not gather facts: {error}"
+    return client, dict(observation.data), None, None
 
 
 def _quietly_remove(client: ProbeClient) -> None:
