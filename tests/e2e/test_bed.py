@@ -119,6 +119,33 @@ def test_conformance_run_over_two_bed_hosts(bed: bed_tool.Bed, tmp_path: Path) -
     assert set(verdicts.values()) == {"pass"}, verdicts
 
 
+def test_fleet_report_columns_differ_where_the_hosts_do(bed: bed_tool.Bed, tmp_path: Path) -> None:
+    """Controller mode over the bed's inventory: a netns host (this machine's hybrid cgroups, its kernel) and
+    the guest (pure v2, Debian's kernel) are two columns of one report, whose headers show how they differ.
+
+    Their verdicts may differ too: the guest is not provisioned, so its kernel lists overlay in
+    /proc/filesystems only if something loaded the module (HOST-OVERLAY-001), and the report must say so."""
+    guest_has_overlay = "overlay" in _on(bed, "guest", "cat", "/proc/filesystems").split()
+    done = _in_controller(bed, *conformance_cli(), "run", "--inventory", str(bed.inventory), "--limit",
+                          "bed-1,guest", "--area", "host", "--report-dir", str(tmp_path), "--", "-k", FAST_TESTS)
+    assert done.returncode == (0 if guest_has_overlay else 1), done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "latest" / "results.json").read_text())
+    verdicts = {(r["host"], r["clause"]): r["verdict"] for r in results["results"]}
+    assert verdicts[("bed-1", "HOST-OVERLAY-001")] == "pass"
+    assert verdicts[("guest", "HOST-OVERLAY-001")] == ("pass" if guest_has_overlay else "fail")
+    facts = {h["name"]: h["facts"] for h in results["hosts"]}
+    assert sorted(facts) == ["bed-1", "guest"]
+    modes = {name: f["cgroup"]["mode"] for name, f in facts.items()}
+    assert modes == {"bed-1": "hybrid" if Path("/sys/fs/cgroup/unified").is_dir() else modes["bed-1"],
+                     "guest": "v2"}
+    assert modes["bed-1"] != "v2"
+    kernels = {name: f["kernel"]["release"] for name, f in facts.items()}
+    assert kernels["bed-1"] == os.uname().release != kernels["guest"]
+    html = (tmp_path / "latest" / "report.html").read_text()
+    for name in ("bed-1", "guest"):
+        assert f"cgroup {modes[name]}" in html and kernels[name] in html
+
+
 def _nothing_left() -> list[str]:
     """What of a bed this machine still has, seen without tools/bed.py's own leftovers()."""
     found = [f"netns {p.name}" for p in Path("/run/netns").glob("conformance-bed-*")]
