@@ -36,11 +36,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 if __package__ in (None, ""):  # run as tools/bed.py: make the `tools` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools import commandline
 from tools import guest as guest_tool
 
 PREFIX = "conformance-bed-"
@@ -67,11 +67,11 @@ SSHD_READY_S = 15.0
 KILL_GRACE_S = 3.0
 
 
-class BedError(Exception):
+class BedError(commandline.ToolError):
     """A bed operation failed (exit code 1)."""
 
 
-class SetupError(BedError):
+class SetupError(BedError, commandline.SetupError):
     """Usage or a missing prerequisite: root, a tool, a bed that is up already or not up (exit code 2)."""
 
 
@@ -145,10 +145,7 @@ def _say(message: str) -> None:
 
 
 def _need(tool: str, package: str) -> str:
-    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-    if found is None:
-        raise SetupError(f"{tool} is missing: apt-get install {package}")
-    return found
+    return commandline.need(tool, package, SetupError)
 
 
 def _run(argv: Sequence[str], *, timeout: float = 30) -> str:
@@ -751,10 +748,6 @@ def status_lines() -> list[str]:
 # --- command line ------------------------------------------------------------------------------------
 
 
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM ends the program like Ctrl-C, so that `up` removes what it made."""
-    raise KeyboardInterrupt
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tools/bed.py", description=(__doc__ or "").split("\n\n")[0])
@@ -795,47 +788,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say(str(error))
             return 1
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        if args.command == "up":
-            bed = up(args.hosts, guest=args.guest, guest_timeout=args.guest_timeout, guest_smp=args.guest_smp,
-                     guest_memory=args.guest_memory)
-            names = ", ".join(f"{h.name} {h.address}:{h.port}" for h in bed.hosts)
-            _say(f"up in {bed.up_s} s: {names}")
-            print(f"inventory:  {bed.inventory}\nssh_config: {bed.ssh_config}\n"
-                  f"try:        tools/bed.py exec -- ssh -F {bed.ssh_config} bed-1 hostname")
-        elif args.command == "down":
-            started = time.monotonic()
-            removed = down()
-            _say(f"down in {time.monotonic() - started:.2f} s" + (f": removed {len(removed)} things" if removed
-                                                                   else ": nothing was up"))
-        elif args.command == "status":
-            print("\n".join(status_lines()))
-        elif args.command == "inventory":
-            bed = _loaded()
-            print((bed.ssh_config if args.ssh_config else bed.inventory).read_text(), end="")
+    return commandline.run(_say, lambda: _command(args))
+
+
+def _command(args: argparse.Namespace) -> None:
+    """One command, by its name; errors end it (commandline.run turns them into exit codes)."""
+    if args.command == "up":
+        bed = up(args.hosts, guest=args.guest, guest_timeout=args.guest_timeout, guest_smp=args.guest_smp,
+                 guest_memory=args.guest_memory)
+        names = ", ".join(f"{h.name} {h.address}:{h.port}" for h in bed.hosts)
+        _say(f"up in {bed.up_s} s: {names}")
+        print(f"inventory:  {bed.inventory}\nssh_config: {bed.ssh_config}\n"
+              f"try:        tools/bed.py exec -- ssh -F {bed.ssh_config} bed-1 hostname")
+    elif args.command == "down":
+        started = time.monotonic()
+        removed = down()
+        _say(f"down in {time.monotonic() - started:.2f} s" + (f": removed {len(removed)} things" if removed
+                                                               else ": nothing was up"))
+    elif args.command == "status":
+        print("\n".join(status_lines()))
+    elif args.command == "inventory":
+        bed = _loaded()
+        print((bed.ssh_config if args.ssh_config else bed.inventory).read_text(), end="")
+    else:
+        bed = _loaded()
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if args.command == "ssh":
+            argv_out = bed.exec_argv("ssh", "-F", str(bed.ssh_config), bed.host(args.name).name, "--", *cmd)
+        elif not cmd:
+            raise SetupError("tools/bed.py exec -- CMD...: no command given")
         else:
-            bed = _loaded()
-            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            if args.command == "ssh":
-                argv_out = bed.exec_argv("ssh", "-F", str(bed.ssh_config), bed.host(args.name).name, "--", *cmd)
-            elif not cmd:
-                raise SetupError("tools/bed.py exec -- CMD...: no command given")
-            else:
-                argv_out = bed.exec_argv(*cmd)
-            os.environ.update(CONFORMANCE_BED_SSH_CONFIG=str(bed.ssh_config),
-                              CONFORMANCE_BED_INVENTORY=str(bed.inventory))
-            os.execvp(argv_out[0], argv_out)
-    except SetupError as error:
-        _say(str(error))
-        return 2
-    except BedError as error:
-        _say(str(error))
-        return 1
-    except KeyboardInterrupt:
-        _say("interrupted; cleaned up")
-        return 1
-    return 0
+            argv_out = bed.exec_argv(*cmd)
+        os.environ.update(CONFORMANCE_BED_SSH_CONFIG=str(bed.ssh_config),
+                          CONFORMANCE_BED_INVENTORY=str(bed.inventory))
+        os.execvp(argv_out[0], argv_out)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+if __package__ in (None, ""):  # run as tools/guest.py: make the `tools` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools import commandline
 
 DEFAULT_CACHE = Path("/var/cache/container-conformance/guest")
 # Run dirs and the build's work dir live on tmpfs: the root file system of the machines this runs on
@@ -182,11 +185,11 @@ ENABLED_UNITS = ("conformance-network.service", "ssh.service", "conformance-cgro
                  "conformance-ready.service")
 
 
-class GuestError(Exception):
+class GuestError(commandline.ToolError):
     """A guest operation failed (exit code 1)."""
 
 
-class SetupError(GuestError):
+class SetupError(GuestError, commandline.SetupError):
     """Usage or a missing prerequisite: a tool, root, the cache (exit code 2)."""
 
 
@@ -207,10 +210,7 @@ class Guest:
 
 
 def _need(tool: str, package: str) -> str:
-    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
-    if found is None:
-        raise SetupError(f"{tool} is missing: apt-get install {package}")
-    return found
+    return commandline.need(tool, package, SetupError)
 
 
 def _say(message: str) -> None:
@@ -800,10 +800,6 @@ def _status(cache: Path) -> None:
             print(f"left over: {left} (tools/guest.py stop --all)")
 
 
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM ends the program like Ctrl-C, so that the cleanups in finally blocks run."""
-    raise KeyboardInterrupt
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tools/guest.py", description=__doc__.split("\n\n")[0])
@@ -838,39 +834,32 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; see the module docstring."""
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        if args.command == "build":
-            stamp = build(args.cache, force=args.force, extra=args.extra)
-            _say(f"image in {args.cache}: kernel {stamp['kernel_release']}, build seconds {stamp['seconds']}")
-        elif args.command == "boot":
-            guest = boot(args.cache, name=args.name, port=args.port, smp=args.smp, memory=args.memory,
-                         timeout=args.timeout, kernel=args.kernel, append=args.append)
-            _say(f"guest {guest.name} answers ssh after {guest.boot_s} s; ssh -F {guest.ssh_config} {guest.name}")
-            print(guest.ssh_config.read_text(), end="")
-        elif args.command == "stop":
-            for name in stop_all() if args.all else ([args.name] if stop(args.name) else []):
-                _say(f"stopped {name}")
-        elif args.command == "status":
-            _status(args.cache)
-        else:
-            _check_name(args.name)
-            config = _run_dir(args.name) / "ssh_config"
-            if not config.exists():
-                raise SetupError(f"guest {args.name} is not running: tools/guest.py boot --name {args.name}")
-            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            # Like ssh itself: the words are joined into one command line for the guest's shell.
-            os.execvp("ssh", ["ssh", "-F", str(config), args.name, "--", *cmd])
-    except SetupError as error:
-        _say(str(error))
-        return 2
-    except GuestError as error:
-        _say(str(error))
-        return 1
-    except KeyboardInterrupt:
-        _say("interrupted; cleaned up")
-        return 1
-    return 0
+    return commandline.run(_say, lambda: _command(args))
+
+
+def _command(args: argparse.Namespace) -> None:
+    """One command, by its name; errors end it (commandline.run turns them into exit codes)."""
+    if args.command == "build":
+        stamp = build(args.cache, force=args.force, extra=args.extra)
+        _say(f"image in {args.cache}: kernel {stamp['kernel_release']}, build seconds {stamp['seconds']}")
+    elif args.command == "boot":
+        guest = boot(args.cache, name=args.name, port=args.port, smp=args.smp, memory=args.memory,
+                     timeout=args.timeout, kernel=args.kernel, append=args.append)
+        _say(f"guest {guest.name} answers ssh after {guest.boot_s} s; ssh -F {guest.ssh_config} {guest.name}")
+        print(guest.ssh_config.read_text(), end="")
+    elif args.command == "stop":
+        for name in stop_all() if args.all else ([args.name] if stop(args.name) else []):
+            _say(f"stopped {name}")
+    elif args.command == "status":
+        _status(args.cache)
+    else:
+        _check_name(args.name)
+        config = _run_dir(args.name) / "ssh_config"
+        if not config.exists():
+            raise SetupError(f"guest {args.name} is not running: tools/guest.py boot --name {args.name}")
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        # Like ssh itself: the words are joined into one command line for the guest's shell.
+        os.execvp("ssh", ["ssh", "-F", str(config), args.name, "--", *cmd])
 
 
 if __name__ == "__main__":

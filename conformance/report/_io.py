@@ -1,10 +1,17 @@
-"""Atomic file writes: a report that a crash cut in half is worse than no report."""
+"""Report files in and out: atomic writes, and JSON reads whose errors name the file.
+
+A report that a crash cut in half is worse than no report; a reader of a broken file needs its name and line.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from conformance.report.errors import ReportError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -23,3 +30,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json(path: Path, what: str = "") -> Any:
+    """The JSON in ``path``; ReportError naming the file (and the line and column) when it cannot be had."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read{' ' + what if what else ''}: {exc}") from exc

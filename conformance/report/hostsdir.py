@@ -11,7 +11,6 @@ merged run is not conformant and every output says why.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import __version__
+from conformance.report._io import read_json
 from conformance.report.errors import ReportError
 from conformance.report.merge import merge
 from conformance.report.model import HostRecord, Result, Results, Run, load
@@ -54,12 +54,7 @@ def read_status(folder: Path) -> HostStatus | None:
     path = folder / STATUS_JSON
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read: {exc}") from exc
+    data = read_json(path)
     if not isinstance(data, Mapping):
         raise ReportError(f"{path}: $: expected an object with host, state, rc and message")
     state, rc, message, host = data.get("state"), data.get("rc"), data.get("message"), data.get("host", folder.name)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.clauses import Clause
-from conformance.report._io import atomic_write_text
+from conformance.report._io import atomic_write_text, read_json
 from conformance.report.errors import ReportError
 from conformance.report.validate import validate
 from conformance.verdicts import Level, Verdict, counts_against
@@ -325,12 +325,7 @@ def summarize(results: Results, level: Level | None = None) -> Summary:
 
 def load(path: Path) -> Results:
     """Read and validate a results.json; a malformed file raises ReportError naming file and JSON path."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read: {exc}") from exc
+    data = read_json(path)
     validate(data, str(path))
     try:
         return Results.from_dict(data)

@@ -19,6 +19,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from conformance.report._io import read_json
 from conformance.report.errors import ReportError
 from conformance.report.model import Results
 
@@ -32,12 +33,7 @@ Provisioning = dict[str, Any]
 
 def load_recap(path: Path) -> dict[str, Provisioning]:
     """Read a recap file; a missing, non-JSON or malformed one raises ReportError naming the file and the spot."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{path}: cannot read the provisioning recap: {exc}") from exc
+    data = read_json(path, "the provisioning recap")
     return parse_recap(data, str(path))
 
 
