@@ -1,0 +1,51 @@
+"""How the bed runs the commands it is made of, and how they fail.
+
+Every step of `up` and `down` is an ip, mount, ssh-keygen or sshd command; a failure names the command
+and what it said, with the bed's errors (and so the tool's exit codes).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tools import commandline
+
+
+class BedError(commandline.ToolError):
+    """A bed operation failed (exit code 1)."""
+
+
+class SetupError(BedError, commandline.SetupError):
+    """Usage or a missing prerequisite: root, a tool, a bed that is up already or not up (exit code 2)."""
+
+
+def _say(message: str) -> None:
+    print(f"bed: {message}", file=sys.stderr, flush=True)
+
+
+def _need(tool: str, package: str) -> str:
+    return commandline.need(tool, package, SetupError)
+
+
+def _run(argv: Sequence[str], *, timeout: float = 30) -> str:
+    """Run a command; return its stdout, or raise with the command, its exit code and stderr."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise BedError(f"{shlex.join(argv)}: still running after {timeout:.0f} s, killed") from None
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip()[-2000:]
+        raise BedError(f"{shlex.join(argv)}: exit code {done.returncode}: {detail}")
+    return done.stdout
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"({path} is missing)"
