@@ -15,6 +15,7 @@ from typing import Any
 
 from conformance.hosts import Host, HostError, HostUnreachable
 from conformance.scenarios import Scenario
+from conformance.selection import host_side_id
 from conformance.transport import ProbeClient
 
 JsonDict = dict[str, Any]
@@ -59,7 +60,7 @@ def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
 
 def _ask(host: Host, short_id: str, timeout: float) -> tuple[ProbeClient, dict[str, Any], str | None, str | None]:
     """One host's probe client and facts, or why not: (client, facts, unreachable, error)."""
-    client = ProbeClient(host, short_id, timeout)
+    client = ProbeClient(host, host_side_id(short_id, host.name), timeout)
     try:
         observation = client.call([Scenario("facts.gather")], "kernel")[0]
     except HostUnreachable as exc:
@@ -85,7 +86,7 @@ def from_controller(hosts: Sequence[Host], shared: Mapping[str, Any], short_id: 
                       specs=dict(shared["specs"]))
     for host in hosts:
         if host.name in found.facts:
-            found.clients[host.name] = ProbeClient(host, short_id, timeout)
+            found.clients[host.name] = ProbeClient(host, host_side_id(short_id, host.name), timeout)
     return found
 
 

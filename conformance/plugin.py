@@ -484,7 +484,7 @@ def _cleanup_hosts(state: RunState) -> None:
     swept = []
     for name, client in state.hosts.clients.items():
         try:
-            observation = client.sweep(state.short_id)
+            observation = client.sweep(client.run_id)  # this host's names only: see host_side_id
             problems = observation.data.get("problems") if observation.ok else [str(observation.error)]
             if problems:
                 print(f"conformance: {name}: could not remove everything: {problems}", file=sys.stderr)

@@ -48,6 +48,19 @@ def short_id_of(run_id: str) -> str:
     return tail if _SHORT_ID.match(tail) else hashlib.sha256(run_id.encode()).hexdigest()[:8]
 
 
+def host_side_id(short_id: str, host_name: str) -> str:
+    """The id one host's names carry in a run: the run's short id and a tag of the host's name.
+
+    Hosts can share a kernel (the test bed's network-namespace hosts, two inventory names for one
+    machine, fan-out runs of several hosts on one machine), and with it the cgroup tree, /run/netns and
+    /dev/shm. With the run's id alone, one host's fixed-name cgroup (``conformance-<id>-memory``) would
+    be another's, and the sweep that ends one host's run would remove what another host of the same run
+    still uses. ``conformance clean --run-id`` matches names by prefix, so the run's id still finds
+    every host's.
+    """
+    return f"{short_id}-{hashlib.sha256(host_name.encode()).hexdigest()[:6]}"
+
+
 @dataclass(frozen=True, slots=True)
 class HostSelection:
     """What one host checks, from its inventory variables; None means "whatever the run selected"."""

@@ -407,7 +407,7 @@ class PodmanSession:
         """`podman pull oci:<layout>:TAG` into a store under workdir."""
         if shutil.which("podman") is None:
             raise NotApplicable("podman is not installed on this host")
-        argv = podman_argv(workdir)
+        argv = podman_argv(workdir, podman_runroot(ctx))
         ctx.sandbox.defer("podman system reset", lambda: quiet([*argv, "system", "reset", "--force"]))
         image_id = run_tool([*argv, "pull", "-q", f"oci:{layout}:{TAG}"], what="podman pull").strip()
         return cls(ctx, argv, image_id)
@@ -448,10 +448,28 @@ class PodmanApplier:
         return PodmanSession.pull(self.ctx, layout, workdir).rootfs(os.path.join(workdir, "rootfs"))
 
 
-def podman_argv(workdir: str) -> list[str]:
-    """Run podman with a private store under workdir; cgroupfs and file events, since PID 1 may not be systemd."""
+def podman_runroot(ctx: Context) -> str:
+    """A new directory for one store's --runroot, at the top of the sandbox.
+
+    podman refuses a runroot longer than 50 characters, and the sandbox's own path already carries the
+    run's and the host's ids (/tmp/conformance-<run>-<host>-<random>: about 40), so the runroot cannot
+    sit deeper, beside the store.
+    """
+    for n in range(100):
+        path = ctx.sandbox.path(f"r{n}")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+            return path
+    raise RuntimeError(f"no free podman runroot in {ctx.sandbox.root} after 100 tries")
+
+
+def podman_argv(workdir: str, runroot: str | None = None) -> list[str]:
+    """Run podman with a private store under workdir, its runroot too unless given (see podman_runroot).
+
+    cgroupfs and file events, since PID 1 may not be systemd.
+    """
     store = os.path.join(workdir, "podman")
-    return ["podman", "--root", os.path.join(store, "root"), "--runroot", os.path.join(store, "run"),
+    return ["podman", "--root", os.path.join(store, "root"), "--runroot", runroot or os.path.join(store, "run"),
             "--storage-driver", "overlay", "--runtime", "runc", "--cgroup-manager", "cgroupfs",
             "--events-backend", "file", "--tmpdir", os.path.join(store, "tmp")]
 

@@ -298,7 +298,7 @@ def apply_hostile(params: JsonDict, ctx: Context) -> JsonDict:
         knobs = ", ".join(f"{k}={v}" for k, v in sorted(params.get("options", {}).items()))
         raise NotApplicable(f"case {params['case']} checks a knob only the reference has ({knobs})")
     applier = applier_for(ctx, params.get("options", {}))
-    work = ctx.sandbox.path("w")  # short: podman refuses a runroot (work/podman/run) over 50 characters
+    work = ctx.sandbox.path("w")
     os.mkdir(work, 0o755)
     # Beside the reference's rootfs (work/rootfs), so that `../sentinel` from the rootfs is the sentinel.
     sentinel = os.path.join(work, "sentinel")

@@ -376,8 +376,11 @@ class PodmanRunner(EngineRunner):
         if shutil.which("podman") is None:
             raise NotApplicable("podman is not installed on this host")
         # runc (podman_argv): crun refuses hybrid cgroups
-        # a short store path: podman refuses a runroot longer than 50 characters
-        return [*podman_argv(self.ctx.sandbox.path("p")), "--log-level", "error"], {}
+        # podman refuses a runroot longer than 50 characters: it sits at the top of the sandbox. The same for
+        # every command of the run (this is called for each).
+        runroot = self.ctx.sandbox.path("pr")
+        os.makedirs(runroot, 0o700, exist_ok=True)
+        return [*podman_argv(self.ctx.sandbox.path("p"), runroot), "--log-level", "error"], {}
 
     def start(self, box: Container, stdout: int, stderr: int) -> subprocess.Popen[bytes]:
         """As the other engine, once podman is known to take every flag box needs."""

@@ -132,3 +132,20 @@ def test_collect_needs_a_run_id(fleet_run: FleetRun) -> None:
     assert result.returncode != 0
     assert "Which run? Pass its id" in result.stdout, explain(result)
 
+
+
+def test_a_limit_without_localhost_still_chooses_and_merges(tmp_path: Path) -> None:
+    """--limit names only a container host (here the one that cannot be reached): the run is still
+    chosen and merged on the controller, and the merged report has that host, unreachable."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(INVENTORY)
+    result = run_playbook(PLAYBOOKS / "run.yml", "-i", str(inventory), "--limit", "unreachable-host",
+                          "-e", f"conformance_reports_dir={tmp_path / 'reports'}",
+                          "-e", f"conformance_suite_home={tmp_path / 'home'}", timeout=300)
+    found = RUN_LINE.search(result.stdout)
+    assert found, explain(result)
+    assert result.returncode == 2, explain(result)
+    run_dir = Path(found[2])
+    merged = read_json(run_dir / "results.json")
+    assert [(h["name"], h["reachable"]) for h in merged["hosts"]] == [("unreachable-host", False)], explain(result)
+    assert not (run_dir / "hosts" / "localhost").exists()

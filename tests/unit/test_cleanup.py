@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.hosts import resolve
+from conformance import facts
+from conformance.hosts import renamed, resolve
 from conformance.probe.clean import leftover_cgroups, leftover_mounts, leftover_paths
 from conformance.scenarios import Scenario
 from conformance.transport import ProbeClient, ProbeTimeout, build_bundle
@@ -59,3 +60,32 @@ def test_clean_removes_what_a_killed_probe_left(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert _leftovers("unitkilled") == []
     assert os.path.exists("/tmp")  # nothing outside the prefix went
+
+
+def test_hosts_sharing_a_kernel_sweep_only_their_own_names() -> None:
+    """Two hosts of one run on one machine (like the test bed's netns hosts): the sweep that ends one
+    host's run leaves the other's names alone, and `clean --run-id` still finds both."""
+    [local] = resolve(["local://"])
+    gathered = facts.gather([renamed(local, "shared-a"), renamed(local, "shared-b")], "unitshare", 60)
+    assert not gathered.unreachable and not gathered.errors, (gathered.unreachable, gathered.errors)
+    first, second = gathered.clients["shared-a"], gathered.clients["shared-b"]
+    assert first.run_id != second.run_id
+    assert first.run_id.startswith("unitshare-") and second.run_id.startswith("unitshare-")
+    theirs = Path(f"/tmp/conformance-{second.run_id}-in-use")
+    ours = Path(f"/tmp/conformance-{first.run_id}-left")
+    theirs.mkdir()
+    ours.mkdir()
+    try:
+        assert first.sweep(first.run_id).ok
+        assert not ours.exists()
+        assert theirs.is_dir(), "one host's sweep removed another host's scratch dir"
+        done = run_cli("clean", "--run-id", "unitshare")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not theirs.exists()
+    finally:
+        for path in (theirs, ours):
+            if path.exists():
+                path.rmdir()
+        first.remove_bundle()
+        second.remove_bundle()
+    assert _leftovers("unitshare") == []

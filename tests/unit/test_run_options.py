@@ -9,7 +9,7 @@ import pytest
 
 from conformance.cli import _check_run_options, build_parser, main
 from conformance.hosts import HostSelectionError, Inventory, read_inventory, renamed, resolve
-from conformance.selection import HostSelection, check_run_id, host_selections, short_id_of
+from conformance.selection import HostSelection, check_run_id, host_selections, host_side_id, short_id_of
 from conformance.verdicts import Level
 
 INVENTORY = """\
@@ -61,6 +61,15 @@ def test_short_id_is_what_host_side_names_can_carry() -> None:
         short = short_id_of(odd)
         assert len(short) == 8 and short.isalnum() and short == short.lower()
     assert short_id_of("Nightly.Run") == short_id_of("Nightly.Run")
+
+
+def test_each_host_of_a_run_has_its_own_host_side_id() -> None:
+    ids = {name: host_side_id("ab12cd34", name) for name in ("bed-1", "bed-2", "guest", "localhost")}
+    assert len(set(ids.values())) == len(ids)
+    for found in ids.values():
+        short, tag = found.split("-")
+        assert short == "ab12cd34" and len(tag) == 6 and tag == tag.lower() and tag.isalnum()
+    assert host_side_id("ab12cd34", "bed-1") == ids["bed-1"]  # the same on the controller and its workers
 
 
 def test_run_id_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
