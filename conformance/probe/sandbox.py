@@ -52,6 +52,15 @@ class Sandbox:
         self.defer(f"rmdir {self.root}", self._remove_root)
         syscalls.mount(self.source, self.root, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=0700")
         self.defer(f"umount {self.root}", lambda: syscalls.umount(self.root, syscalls.MNT_DETACH))
+        # The scenario runs inside its sandbox: what a tool writes into its working directory goes with the
+        # sandbox instead of landing where the run was started (conmon writes a file `oom` there when
+        # podman's container is OOM-killed on cgroup v1).
+        try:
+            previous = os.getcwd()
+        except FileNotFoundError:  # started from a directory that is gone
+            previous = "/"
+        os.chdir(self.root)
+        self.defer(f"cd {previous}", lambda: os.chdir(previous))
         return self
 
     def _remove_root(self) -> None:

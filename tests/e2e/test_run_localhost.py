@@ -16,7 +16,7 @@ import pytest
 
 from conformance.clauses import load_catalogue
 from conformance.probe.clean import leftover_engine_objects
-from tests.conftest import needs_root, run_cli
+from tests.conftest import ROOT, needs_root, run_cli
 
 pytestmark = [needs_root(), pytest.mark.slow]
 
@@ -41,10 +41,18 @@ def _run(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[
     return done, json.loads((run_dir / "results.json").read_text()), run_dir
 
 
+#: What the run may add to the directory it is started from (pytest's own cache).
+OWN_FILES = {".pytest_cache"}
+_STARTED_FROM: dict[str, set[str]] = {}
+
+
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.CompletedProcess[str],
                                                                           dict[str, Any], Path]]:
-    yield _run(tmp_path_factory.mktemp("reports"))
+    before = set(os.listdir(ROOT))
+    done = _run(tmp_path_factory.mktemp("reports"))
+    _STARTED_FROM["added"] = set(os.listdir(ROOT)) - before - OWN_FILES
+    yield done
 
 
 def test_run_dir_is_named_by_utc_time_and_short_id(clean_run: Any) -> None:
@@ -110,6 +118,8 @@ def test_host_is_left_as_found(clean_run: Any) -> None:
     assert mine not in Path("/proc/self/mountinfo").read_text()
     assert not [p for p in os.listdir("/tmp") if p.startswith(mine)]
     assert leftover_engine_objects(run_dir.name.split("_")[1]) == []  # docker containers and images too
+    # Nor in the directory it was started from (conmon, for one, writes `oom` into its working directory).
+    assert _STARTED_FROM["added"] == set()
 
 
 @pytest.mark.parametrize(("area", "clauses"), [("host", HOST_CLAUSES), ("layers", LAYER_CLAUSES),
