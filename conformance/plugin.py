@@ -10,6 +10,7 @@ deliberately faulty variant of that clause. State lives in config.stash, never i
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import json
 import secrets
@@ -29,6 +30,7 @@ from conformance.hosts import HostSelectionError, Inventory, check_host_name, re
 from conformance.results import Collector, document
 from conformance.selection import HostSelection, check_run_id, host_selections, short_id_of
 from conformance.target import Target, TargetParam
+from conformance.transport import ProbeClient
 from conformance.verdict_rules import decide
 from conformance.verdicts import Level, Verdict
 
@@ -478,24 +480,34 @@ def _host_records(state: RunState) -> list[dict[str, Any]]:
 def _cleanup_hosts(state: RunState) -> None:
     """Sweep this run's leftovers on every host, then remove the probe zips (controller only).
 
-    Every sweep runs before any zip is removed: two inventory hosts may be one machine (both
-    ansible_connection local), where they share the zip.
+    All hosts at once (threads: the work is waiting on each host's probe), as facts are gathered: one
+    after the other, the sweeps of 8 hosts added 2.8 s to a 10 s run. Every sweep ends before any zip is
+    removed: two inventory hosts may be one machine (both ansible_connection local).
     """
-    swept = []
-    for name, client in state.hosts.clients.items():
+    clients = list(state.hosts.clients.items())
+    if not clients:
+        return
+
+    def sweep(name: str, client: ProbeClient) -> bool:
         try:
             observation = client.sweep(client.run_id)  # this host's names only: see host_side_id
             problems = observation.data.get("problems") if observation.ok else [str(observation.error)]
             if problems:
                 print(f"conformance: {name}: could not remove everything: {problems}", file=sys.stderr)
-            swept.append((name, client))
+            return True
         except Exception as exc:  # cleanup must not hide the run's own result
             print(f"conformance: {name}: cleanup failed: {exc}; run `conformance clean`", file=sys.stderr)
-    for name, client in swept:
+            return False
+
+    def remove(name: str, client: ProbeClient) -> None:
         try:
             client.remove_bundle()
         except Exception as exc:
             print(f"conformance: {name}: could not remove the probe: {exc}; run `conformance clean`", file=sys.stderr)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(clients), 32)) as pool:
+        swept = [pair for pair, ok in zip(clients, pool.map(lambda pair: sweep(*pair), clients), strict=True) if ok]
+        list(pool.map(lambda pair: remove(*pair), swept))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
