@@ -1,7 +1,8 @@
 """The controller side of a probe: ship the probe to a host once, then send it batches of scenarios.
 
 The probe (conformance/probe, and conformance/ref for the reference implementations) is zipped into
-one .pyz and written to /tmp/conformance-<run>-probe-<digest>.pyz on the host, so a host needs only a
+one .pyz and written to /tmp/conformance-<run>-<host>-probe-<digest>.pyz on the host (the client's
+run_id is the host-side id, selection.host_side_id), so a host needs only a
 python3, not this package installed. The digest in the name lets a later call skip the upload.
 """
 

@@ -1,8 +1,9 @@
 """Scratch space and child processes for one probe run, undone however the run ends.
 
-Every scenario runs below a tmpfs mounted at /tmp/conformance-<run>-<random>: tmpfs because this
-kind of host's root filesystem can be 30x slower at creating files, and one mount because a single
-lazy unmount then removes everything the scenario made, even after a crash. Cleanup steps run in
+Every scenario runs below a tmpfs mounted at /tmp/conformance-<run>-<host>-<random> (<run>-<host>:
+the host-side id the controller sends, selection.host_side_id), which is also its working directory:
+tmpfs because this kind of host's root filesystem can be 30x slower at creating files, and one mount
+because a single lazy unmount then removes everything the scenario made, even after a crash. Cleanup steps run in
 reverse order on normal exit, on an exception, and on SIGTERM/SIGINT (the controller's timeout).
 """
 

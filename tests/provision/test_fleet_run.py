@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests.provision.conftest import PLAYBOOKS, explain, read_json, run_playbook
+from tests.provision.conftest import PLAYBOOKS, ansible_env, explain, read_json, run_playbook
 
 pytestmark = [
     pytest.mark.slow,
@@ -133,7 +133,6 @@ def test_collect_needs_a_run_id(fleet_run: FleetRun) -> None:
     assert "Which run? Pass its id" in result.stdout, explain(result)
 
 
-
 def test_a_limit_without_localhost_still_chooses_and_merges(tmp_path: Path) -> None:
     """--limit names only a container host (here the one that cannot be reached): the run is still
     chosen and merged on the controller, and the merged report has that host, unreachable."""
@@ -149,3 +148,22 @@ def test_a_limit_without_localhost_still_chooses_and_merges(tmp_path: Path) -> N
     merged = read_json(run_dir / "results.json")
     assert [(h["name"], h["reachable"]) for h in merged["hosts"]] == [("unreachable-host", False)], explain(result)
     assert not (run_dir / "hosts" / "localhost").exists()
+
+
+def test_one_run_and_one_merge_under_the_free_strategy(tmp_path: Path) -> None:
+    """ANSIBLE_STRATEGY=free (a user's default) must not make every host choose a run or merge one."""
+    inventory = tmp_path / "inventory.yml"
+    unreachable = INVENTORY[INVENTORY.index("        unreachable-host:"):INVENTORY.index("      vars:")]
+    inventory.write_text(INVENTORY.replace(unreachable, unreachable + unreachable.replace("unreachable-host",
+                                                                                          "unreachable-too")))
+    result = run_playbook(PLAYBOOKS / "run.yml", "-i", str(inventory), "--limit", "unreachable-*",
+                          "-e", f"conformance_reports_dir={tmp_path / 'reports'}",
+                          "-e", f"conformance_suite_home={tmp_path / 'home'}",
+                          env={**ansible_env(), "ANSIBLE_STRATEGY": "free"}, timeout=300)
+    # Ansible's own word for it; what then goes wrong (two run folders, a run line naming another run's
+    # folder, two merges) depends on which host wins a race.
+    assert "run_once with the free strategy" not in result.stdout + result.stderr, explain(result)
+    assert len(set(RUN_LINE.findall(result.stdout))) == 1, explain(result)
+    assert result.stdout.count("TASK [Merge the hosts' reports]") == 1, explain(result)
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir() if p.name != "latest") == \
+        [RUN_LINE.findall(result.stdout)[0][0]], explain(result)
