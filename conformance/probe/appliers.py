@@ -455,12 +455,12 @@ def podman_runroot(ctx: Context) -> str:
     run's and the host's ids (/tmp/conformance-<run>-<host>-<random>: about 40), so the runroot cannot
     sit deeper, beside the store.
     """
-    for n in range(100):
-        path = ctx.sandbox.path(f"r{n}")
+    for tag in "0123456789abcdefghijklmnopqrstuvwxyz":  # one character: a 16-character run id leaves 3
+        path = ctx.sandbox.path(f"r{tag}")
         with contextlib.suppress(FileExistsError):
             os.mkdir(path, 0o700)
             return path
-    raise RuntimeError(f"no free podman runroot in {ctx.sandbox.root} after 100 tries")
+    raise RuntimeError(f"no free podman runroot in {ctx.sandbox.root}: 36 podman stores in one scenario")
 
 
 def podman_argv(workdir: str, runroot: str | None = None) -> list[str]:
