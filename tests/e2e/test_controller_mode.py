@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import needs_root, run_cli
+from tests.conftest import ROOT, needs_root, run_cli
 
 pytestmark = [needs_root(), pytest.mark.slow]
 
@@ -63,6 +65,23 @@ def test_inventory_hosts_each_check_what_their_vars_select(tmp_path: Path) -> No
     html = (reports / "latest" / "report.html").read_text()
     assert "not selected for this host by inventory var conformance_areas" in html
     assert not [p for p in os.listdir("/tmp") if p.startswith(f"conformance-{results['run']['id'][-6:]}")]
+
+
+def test_plain_pytest_over_an_ansible_inventory_with_one_worker_per_host(tmp_path: Path) -> None:
+    """The issue's first form: `pytest --hosts=ansible://all --ansible-inventory=... -n 2`, no CLI of ours."""
+    inventory = tmp_path / "fleet.yml"
+    inventory.write_text(INVENTORY)
+    reports = tmp_path / "reports"
+    done = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "conformance.suite", "-p", "no:cacheprovider",
+                           "--hosts=ansible://all", f"--ansible-inventory={inventory}", "--area", "host",
+                           "--report-dir", str(reports), "-n", "2", "--dist", "loadgroup", "-k", HOST_TEST],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 workers" in done.stdout
+    results = results_of(reports)
+    assert sorted((r["host"], r["clause"], r["verdict"]) for r in results["results"]) == [
+        ("alpha", "HOST-OVERLAY-001", "pass"), ("beta", "HOST-OVERLAY-001", "pass")]
+    assert sorted(h["spec"] for h in results["hosts"]) == ["ansible://alpha", "ansible://beta"]
 
 
 def test_limit_picks_inventory_hosts_with_ansible_patterns(tmp_path: Path) -> None:
