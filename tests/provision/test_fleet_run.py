@@ -167,3 +167,43 @@ def test_one_run_and_one_merge_under_the_free_strategy(tmp_path: Path) -> None:
     assert result.stdout.count("TASK [Merge the hosts' reports]") == 1, explain(result)
     assert sorted(p.name for p in (tmp_path / "reports").iterdir() if p.name != "latest") == \
         [RUN_LINE.findall(result.stdout)[0][0]], explain(result)
+
+
+CRASHING_SUITE = """\
+#!/bin/sh
+# Stands in for a `conformance run` that dies mid-run: it says what it is doing, then is killed.
+echo "conformance run $*: checking the host area" && echo "collected 23 items" && kill -9 $$
+"""
+
+
+def test_a_host_whose_run_dies_mid_way_is_recorded_and_the_others_complete(tmp_path: Path) -> None:
+    """A host whose `conformance run` is killed part-way (SIGKILL) gets status failed with the end of its
+    log, the other host's run completes, and the merged report has both."""
+    venv = tmp_path / "crashing-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "conformance").write_text(CRASHING_SUITE)
+    (venv / "bin" / "conformance").chmod(0o755)
+    crashing = (f"        crashing-host:\n          ansible_connection: local\n"
+                f"          ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"\n"
+                f"          conformance_suite_install: false\n          conformance_suite_venv: {venv}\n"
+                f"          conformance_suite_home: {tmp_path / 'crashing-home'}\n")
+    local_home = f"          conformance_suite_home: {tmp_path / 'home'}\n"
+    inventory = tmp_path / "inventory.yml"
+    text = INVENTORY.replace("        unreachable-host:", crashing + "        unreachable-host:")
+    text = text.replace('ansible_playbook_python | dirname | dirname }}"\n',
+                        'ansible_playbook_python | dirname | dirname }}"\n' + local_home, 1)
+    inventory.write_text(text)
+    result = run_playbook(PLAYBOOKS / "run.yml", "-i", str(inventory), "--limit", "localhost,crashing-host",
+                          "-e", f"conformance_reports_dir={tmp_path / 'reports'}", timeout=600)
+    found = RUN_LINE.search(result.stdout)
+    assert found, explain(result)
+    assert result.returncode == 2, explain(result)
+    run_dir = Path(found[2])
+    status = read_json(run_dir / "hosts" / "crashing-host" / "status.json")
+    assert status["state"] == "failed", status
+    assert "collected 23 items" in status["message"], status  # the end of its log says how far it got
+    assert read_json(run_dir / "hosts" / "localhost" / "status.json")["state"] == "ran"
+    merged = read_json(run_dir / "results.json")
+    assert sorted(h["name"] for h in merged["hosts"]) == ["crashing-host", "localhost"], explain(result)
+    assert {r["host"] for r in merged["results"] if r["verdict"] == "pass"} == {"localhost"}
+    assert "crashing-host" in (run_dir / "summary.md").read_text()
