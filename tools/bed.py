@@ -37,9 +37,9 @@ if __package__ in (None, ""):  # run as tools/bed.py: make the `tools` package i
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools import commandline
 from tools import guest as guest_tool
-from tools.bed_access import _keys, _wait_for_ssh, _write_access
-from tools.bed_commands import BedError, SetupError, _need, _say
-from tools.bed_guest import GUEST_TOOL, _finish_guest, _start_guest, _stop_guest, _stop_process
+from tools.bed_access import keys, wait_for_ssh, write_access
+from tools.bed_commands import BedError, SetupError, need, say
+from tools.bed_guest import GUEST_TOOL, finish_guest, start_guest, stop_guest, stop_process
 from tools.bed_network import (
     CTL_ADDRESS,
     CTL_NS,
@@ -48,11 +48,11 @@ from tools.bed_network import (
     PREFIX_LEN,
     SUBNET,
     SWITCH_NS,
-    _host_address,
-    _network,
+    host_address,
+    network,
 )
-from tools.bed_processes import KILL_GRACE_S, _alive, _kill, bed_processes
-from tools.bed_sshd import SSHD_READY_S, SUITE_DIR, _host_init, _start_sshds
+from tools.bed_processes import KILL_GRACE_S, bed_processes, is_alive, kill
+from tools.bed_sshd import SSHD_READY_S, SUITE_DIR, host_init, start_sshds
 from tools.bed_state import (
     CHECKOUT,
     GUEST_HOST,
@@ -63,10 +63,10 @@ from tools.bed_state import (
     TOOL,
     Bed,
     BedHost,
-    _host_dir,
-    _read_state,
-    _write_state,
+    host_run_dir,
     load,
+    read_state,
+    write_state,
 )
 
 # What tools/bed.py offered before it was split into the bed_* modules: tests and bench use it.
@@ -89,8 +89,8 @@ def _preflight(guest: bool) -> None:
         raise SetupError("the bed needs root (network namespaces, mounts, sshd)")
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux"), ("mount", "mount"),
                           ("sshd", "openssh-server"), ("ssh", "openssh-client"), ("ssh-keygen", "openssh-client")):
-        _need(tool, package)
-    if guest and guest_tool._read_stamp(guest_tool.DEFAULT_CACHE) is None:
+        need(tool, package)
+    if guest and guest_tool.read_stamp(guest_tool.DEFAULT_CACHE) is None:
         raise SetupError(f"no guest image in {guest_tool.DEFAULT_CACHE}: run tools/guest.py build (as root)")
 
 
@@ -105,53 +105,53 @@ def up(hosts: int = DEFAULT_HOSTS, *, guest: bool = False, guest_timeout: float 
     if not 1 <= hosts <= MAX_HOSTS:
         raise SetupError(f"--hosts {hosts}: use 1 to {MAX_HOSTS}")
     _preflight(guest)
-    state = _read_state()
-    if state is not None and (state.get("state") == "up" or _alive(int(state.get("pid", 0)))):
+    state = read_state()
+    if state is not None and (state.get("state") == "up" or is_alive(int(state.get("pid", 0)))):
         raise SetupError(f"a bed is up already ({RUN_DIR}): tools/bed.py down")
     if leftovers():
-        _say("removing what an earlier bed left")
+        say("removing what an earlier bed left")
         down()
     started = time.monotonic()
     names = [f"bed-{i}" for i in range(1, hosts + 1)]
     RUN_DIR.mkdir(mode=0o700)
     for name in names:
-        _host_dir(name).mkdir(parents=True)
+        host_run_dir(name).mkdir(parents=True)
     state = {"format": STATE_FORMAT, "state": "starting", "pid": os.getpid(), "hosts": [], "created": [],
              "guest": guest}
     if not SUITE_DIR.exists():  # the hosts' private tmpfs needs a mount point; `down` removes it again
         state["created"] = [str(SUITE_DIR)]
-    _write_state(state)
+    write_state(state)
     booting = None
     try:
         SUITE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir (Debian's path)
-        _keys(names)
-        _network(hosts)
+        keys(names)
+        network(hosts)
         if guest:
-            booting = _start_guest(guest_timeout, guest_smp, guest_memory)
-        pids = _start_sshds(names)
-        bed_hosts = [BedHost(name, _host_address(i), 22, RUN_DIR / "id_ed25519", f"{PREFIX}{i}")
+            booting = start_guest(guest_timeout, guest_smp, guest_memory)
+        pids = start_sshds(names)
+        bed_hosts = [BedHost(name, host_address(i), 22, RUN_DIR / "id_ed25519", f"{PREFIX}{i}")
                      for i, name in enumerate(names, start=1)]
-        _write_access(bed_hosts)
-        _wait_for_ssh(bed_hosts, SSHD_READY_S)
+        write_access(bed_hosts)
+        wait_for_ssh(bed_hosts, SSHD_READY_S)
         netns_s = time.monotonic() - started
         guest_boot_s = None
         if booting is not None:
-            guest_host = _finish_guest(booting, guest_timeout)
+            guest_host = finish_guest(booting, guest_timeout)
             booting = None
             guest_boot_s = round(time.monotonic() - started, 1)
             bed_hosts.append(guest_host)
-            _write_access(bed_hosts)
-            _wait_for_ssh([guest_host], 60)
+            write_access(bed_hosts)
+            wait_for_ssh([guest_host], 60)
         up_s = round(time.monotonic() - started, 2)
         state.update(state="up", up_s=up_s, netns_s=round(netns_s, 2), guest_boot_s=guest_boot_s, sshd_pids=pids,
                      hosts=[{"name": h.name, "address": h.address, "port": h.port, "key": str(h.key), "netns": h.netns}
                             for h in bed_hosts])
-        _write_state(state)
+        write_state(state)
         return Bed(tuple(bed_hosts), RUN_DIR, up_s, guest_boot_s)
     except BaseException:
         if booting is not None:
-            _stop_process(booting)
+            stop_process(booting)
         with contextlib.suppress(Exception):
             down()
         raise
@@ -192,11 +192,11 @@ def down() -> list[str]:
     if os.geteuid() != 0:
         raise SetupError("tools/bed.py down needs root")
     removed = []
-    state = _read_state() or {}
-    if _stop_guest():
+    state = read_state() or {}
+    if stop_guest():
         removed.append(f"guest {GUEST_NAME}")
     if pids := bed_processes():
-        _kill(sorted(pids))
+        kill(sorted(pids))
         removed += [f"process {pid}" for pid in sorted(pids)]
     for entry in sorted(NETNS_DIR.glob(f"{PREFIX}*")):
         done = subprocess.run(["ip", "netns", "delete", entry.name], capture_output=True, text=True, timeout=30,
@@ -226,19 +226,19 @@ def status_lines() -> list[str]:
     bed = load()
     lines = []
     if bed is None:
-        state = _read_state()
-        lines.append("bed: starting (pid {})".format(state["pid"]) if state and _alive(int(state.get("pid", 0)))
+        state = read_state()
+        lines.append("bed: starting (pid {})".format(state["pid"]) if state and is_alive(int(state.get("pid", 0)))
                      else "bed: not up (tools/bed.py up)")
     else:
-        state = _read_state() or {}
+        state = read_state() or {}
         lines.append(f"bed: {len(bed.hosts)} hosts, up in {bed.up_s} s; run dir {bed.run_dir}")
         lines.append(f"  inventory  {bed.inventory}\n  ssh_config {bed.ssh_config}")
         lines.append(f"  controller {CTL_NS} {CTL_ADDRESS}/{PREFIX_LEN} (tools/bed.py exec -- CMD)")
         sshd = state.get("sshd_pids", {})
         for host in bed.hosts:
             where = host.netns or f"QEMU in {CTL_NS}"
-            pid = sshd.get(host.name) if host.netns else guest_tool._guest_qemus().get(GUEST_NAME)
-            alive = "running" if pid and _alive(int(pid)) else "NOT RUNNING"
+            pid = sshd.get(host.name) if host.netns else guest_tool.guest_qemus().get(GUEST_NAME)
+            alive = "running" if pid and is_alive(int(pid)) else "NOT RUNNING"
             lines.append(f"  {host.name:<10} {host.address}:{host.port:<6} {where} (pid {pid}, {alive})")
         return lines
     lines += [f"  left over: {item}" for item in leftovers()]
@@ -282,14 +282,14 @@ def _loaded() -> Bed:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; see the module docstring."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["_host"] and len(argv) == 2:  # internal: the start of a host's sshd (see _start_sshds)
+    if argv[:1] == ["_host"] and len(argv) == 2:  # internal: the start of a host's sshd (see start_sshds)
         try:
-            _host_init(argv[1])
+            host_init(argv[1])
         except BedError as error:
-            _say(str(error))
+            say(str(error))
             return 1
     args = _parser().parse_args(argv)
-    return commandline.run(_say, lambda: _command(args))
+    return commandline.run(say, lambda: _command(args))
 
 
 def _command(args: argparse.Namespace) -> None:
@@ -298,13 +298,13 @@ def _command(args: argparse.Namespace) -> None:
         bed = up(args.hosts, guest=args.guest, guest_timeout=args.guest_timeout, guest_smp=args.guest_smp,
                  guest_memory=args.guest_memory)
         names = ", ".join(f"{h.name} {h.address}:{h.port}" for h in bed.hosts)
-        _say(f"up in {bed.up_s} s: {names}")
+        say(f"up in {bed.up_s} s: {names}")
         print(f"inventory:  {bed.inventory}\nssh_config: {bed.ssh_config}\n"
               f"try:        tools/bed.py exec -- ssh -F {bed.ssh_config} bed-1 hostname")
     elif args.command == "down":
         started = time.monotonic()
         removed = down()
-        _say(f"down in {time.monotonic() - started:.2f} s" + (f": removed {len(removed)} things" if removed
+        say(f"down in {time.monotonic() - started:.2f} s" + (f": removed {len(removed)} things" if removed
                                                                else ": nothing was up"))
     elif args.command == "status":
         print("\n".join(status_lines()))

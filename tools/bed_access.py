@@ -12,14 +12,14 @@ import time
 from collections.abc import Sequence
 
 from tools.bed_commands import BedError
-from tools.bed_network import _host_address
-from tools.bed_state import RUN_DIR, Bed, BedHost, _host_dir
+from tools.bed_network import host_address
+from tools.bed_state import RUN_DIR, Bed, BedHost, host_run_dir
 
 
-def _keys(names: Sequence[str]) -> None:
+def keys(names: Sequence[str]) -> None:
     """The client key (root's login on every host) and one host key per host, made in parallel."""
     jobs = [(RUN_DIR / "id_ed25519", "conformance-bed-client")]
-    jobs += [(_host_dir(name) / "ssh_host_ed25519_key", f"conformance-{name}") for name in names]
+    jobs += [(host_run_dir(name) / "ssh_host_ed25519_key", f"conformance-{name}") for name in names]
     procs = [subprocess.Popen(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for path, comment in jobs]
@@ -30,8 +30,8 @@ def _keys(names: Sequence[str]) -> None:
     (RUN_DIR / "authorized_keys").write_text((RUN_DIR / "id_ed25519.pub").read_text())
     lines = []
     for name, index in zip(names, range(1, len(names) + 1), strict=True):
-        kind, key = (_host_dir(name) / "ssh_host_ed25519_key.pub").read_text().split()[:2]
-        lines.append(f"{name},{_host_address(index)} {kind} {key}\n")
+        kind, key = (host_run_dir(name) / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        lines.append(f"{name},{host_address(index)} {kind} {key}\n")
     (RUN_DIR / "known_hosts").write_text("".join(lines))
 
 
@@ -71,12 +71,13 @@ def _inventory_text(hosts: Sequence[BedHost]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_access(hosts: Sequence[BedHost]) -> None:
+def write_access(hosts: Sequence[BedHost]) -> None:
+    """Write the ssh_config and the inventory that reach HOSTS into the run dir."""
     (RUN_DIR / "ssh_config").write_text(_ssh_config_text(hosts))
     (RUN_DIR / "inventory.yml").write_text(_inventory_text(hosts))
 
 
-def _wait_for_ssh(hosts: Sequence[BedHost], timeout: float) -> None:
+def wait_for_ssh(hosts: Sequence[BedHost], timeout: float) -> None:
     """Run `ssh true` from the controller namespace to every host at once, until each answers.
 
     Without a control master: the first real command starts one.

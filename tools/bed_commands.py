@@ -23,15 +23,17 @@ class SetupError(BedError, commandline.SetupError):
     """Usage or a missing prerequisite: root, a tool, a bed that is up already or not up (exit code 2)."""
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """Tell the user MESSAGE on stderr."""
     print(f"bed: {message}", file=sys.stderr, flush=True)
 
 
-def _need(tool: str, package: str) -> str:
+def need(tool: str, package: str) -> str:
+    """The path of TOOL, or a SetupError naming the Debian PACKAGE that has it."""
     return commandline.need(tool, package, SetupError)
 
 
-def _run(argv: Sequence[str], *, timeout: float = 30) -> str:
+def run_command(argv: Sequence[str], *, timeout: float = 30) -> str:
     """Run a command; return its stdout, or raise with the command, its exit code and stderr."""
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
@@ -44,7 +46,8 @@ def _run(argv: Sequence[str], *, timeout: float = 30) -> str:
     return done.stdout
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20) -> str:
+    """The last LINES lines of the log at PATH, for an error message."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:

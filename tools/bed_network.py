@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.bed_commands import _run
+from tools.bed_commands import run_command
 
 PREFIX = "conformance-bed-"
 NETNS_DIR = Path("/run/netns")
@@ -20,10 +20,10 @@ CTL_ADDRESS = f"{SUBNET}.1"
 
 
 def _ip(*args: str) -> None:
-    _run(["ip", *args])
+    run_command(["ip", *args])
 
 
-def _in_netns(ns: str, *argv: str) -> list[str]:
+def in_netns(ns: str, *argv: str) -> list[str]:
     """ARGV in network namespace NS, and nothing else of it.
 
     Not `ip netns exec`: it also remounts /sys in a mount namespace of its own, which loses the cgroup
@@ -32,11 +32,12 @@ def _in_netns(ns: str, *argv: str) -> list[str]:
     return ["nsenter", f"--net={NETNS_DIR / ns}", "--", *argv]
 
 
-def _host_address(index: int) -> str:
+def host_address(index: int) -> str:
+    """The address of bed host INDEX (from 1) on the bed's subnet."""
     return f"{SUBNET}.{10 + index}"
 
 
-def _network(count: int) -> None:
+def network(count: int) -> None:
     """The switch namespace with its bridge, and one veth from it to the controller and to each host.
 
     Each veth is made in the switch namespace with its peer straight in the other namespace: no device
@@ -48,7 +49,7 @@ def _network(count: int) -> None:
     _ip("-n", SWITCH_NS, "link", "add", "br0", "type", "bridge")
     _ip("-n", SWITCH_NS, "link", "set", "br0", "up")
     for port, ns, address in (("ctl", CTL_NS, CTL_ADDRESS),
-                              *((f"h{i}", ns, _host_address(i)) for i, ns in enumerate(hosts, start=1))):
+                              *((f"h{i}", ns, host_address(i)) for i, ns in enumerate(hosts, start=1))):
         _ip("-n", SWITCH_NS, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
         _ip("-n", SWITCH_NS, "link", "set", port, "master", "br0", "up")
         _ip("-n", ns, "address", "add", f"{address}/{PREFIX_LEN}", "dev", "eth0")

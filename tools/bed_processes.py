@@ -27,7 +27,7 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     """Whether PID runs (a zombie does not: it has left its namespaces already)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -67,7 +67,7 @@ def bed_processes() -> dict[int, str]:
     mine = _ancestors()
     found = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or (pid := int(entry.name)) in mine or not _alive(pid):
+        if not entry.name.isdigit() or (pid := int(entry.name)) in mine or not is_alive(pid):
             continue
         argv = _cmdline(pid)
         why = None
@@ -83,15 +83,15 @@ def bed_processes() -> dict[int, str]:
     return found
 
 
-def _kill(pids: Sequence[int]) -> None:
+def kill(pids: Sequence[int]) -> None:
     """SIGTERM, then SIGKILL what is still there after KILL_GRACE_S."""
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, 5.0)):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        pids = [pid for pid in pids if _alive(pid)]
+        pids = [pid for pid in pids if is_alive(pid)]
         if not pids:
             return

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from tools.bed_commands import BedError, SetupError, _need, _run, _tail
-from tools.bed_network import NETNS_DIR, PREFIX, _host_address, _in_netns
-from tools.bed_state import RUN_DIR, TOOL, _host_dir
+from tools.bed_commands import BedError, SetupError, need, run_command, tail
+from tools.bed_network import NETNS_DIR, PREFIX, host_address, in_netns
+from tools.bed_state import RUN_DIR, TOOL, host_run_dir
 
 SUITE_DIR = Path("/var/lib/conformance-suite")
 SSHD_READY_S = 15.0
@@ -30,7 +30,7 @@ def _var_tmp(name: str) -> Path:
 
 
 def _sshd_config(name: str, address: str) -> str:
-    host_dir = _host_dir(name)
+    host_dir = host_run_dir(name)
     return (
         f"# bed host {name}, written by tools/bed.py up\n"
         f"ListenAddress {address}:22\nHostKey {host_dir / 'ssh_host_ed25519_key'}\n"
@@ -45,7 +45,7 @@ def _sshd_config(name: str, address: str) -> str:
     )
 
 
-def _start_sshds(names: Sequence[str]) -> dict[str, int]:
+def start_sshds(names: Sequence[str]) -> dict[str, int]:
     """Start every host's sshd in its namespaces; return their PIDs once each listens.
 
     `nsenter` enters the host's network namespace, `unshare` gives it a UTS and a mount namespace
@@ -56,12 +56,12 @@ def _start_sshds(names: Sequence[str]) -> dict[str, int]:
     RUN_DIR.joinpath("empty-bashrc").write_text("# bed hosts: root's commands run without this machine's rc\n")
     launchers = []
     for index, name in enumerate(names, start=1):
-        host_dir = _host_dir(name)
-        (host_dir / "sshd_config").write_text(_sshd_config(name, _host_address(index)))
+        host_dir = host_run_dir(name)
+        (host_dir / "sshd_config").write_text(_sshd_config(name, host_address(index)))
         _var_tmp(name).mkdir(mode=0o1777, exist_ok=True)
         _var_tmp(name).chmod(0o1777)
-        argv = _in_netns(f"{PREFIX}{index}", "unshare", "--uts", "--mount", "--propagation", "slave", "--",
-                         sys.executable, "-S", str(TOOL), "_host", name)
+        argv = in_netns(f"{PREFIX}{index}", "unshare", "--uts", "--mount", "--propagation", "slave", "--",
+                        sys.executable, "-S", str(TOOL), "_host", name)
         with (host_dir / "start.log").open("w") as log:
             launchers.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                               start_new_session=True))
@@ -74,15 +74,15 @@ def _start_sshds(names: Sequence[str]) -> dict[str, int]:
             launcher.wait()
             code = -1
         if code != 0:
-            raise BedError(f"{name}: sshd did not start (exit code {code}):\n{_tail(_host_dir(name) / 'start.log')}\n"
-                           f"{_tail(_host_dir(name) / 'sshd.log')}")
+            raise BedError(f"{name}: sshd did not start (exit code {code}):\n{tail(host_run_dir(name) / 'start.log')}\n"
+                           f"{tail(host_run_dir(name) / 'sshd.log')}")
     deadline = time.monotonic() + SSHD_READY_S
     for name in names:
-        pid_file = _host_dir(name) / "sshd.pid"
+        pid_file = host_run_dir(name) / "sshd.pid"
         while not (text := pid_file.read_text().strip() if pid_file.exists() else "").isdigit():
             if time.monotonic() > deadline:
                 raise BedError(f"{name}: sshd wrote no PID file in {SSHD_READY_S:.0f} s:\n"
-                               f"{_tail(_host_dir(name) / 'sshd.log')}")
+                               f"{tail(host_run_dir(name) / 'sshd.log')}")
             time.sleep(0.01)
         pids[name] = int(text)
     return pids
@@ -106,16 +106,16 @@ def _remount_sys() -> None:
     for index, point in enumerate(children):
         target = staging / str(index)
         target.mkdir(parents=True)
-        _run(["mount", "--rbind", point, str(target)])
+        run_command(["mount", "--rbind", point, str(target)])
         staged.append((target, point))
-    _run(["umount", "--lazy", "/sys"])
-    _run(["mount", "-t", "sysfs", "sysfs", "/sys"])
+    run_command(["umount", "--lazy", "/sys"])
+    run_command(["mount", "-t", "sysfs", "sysfs", "/sys"])
     for target, point in staged:
-        _run(["mount", "--move", str(target), point])
+        run_command(["mount", "--move", str(target), point])
     shutil.rmtree(staging)
 
 
-def _host_init(name: str) -> NoReturn:
+def host_init(name: str) -> NoReturn:
     """Inside a host's fresh UTS and mount namespaces: mount its private directories, name it, become sshd.
 
     Private: /tmp (tmpfs), /var/tmp (its own directory on this machine's disk), /run/netns (so that a
@@ -133,11 +133,11 @@ def _host_init(name: str) -> NoReturn:
     if Path("/root/.bashrc").exists():
         mounts.append(["--bind", str(RUN_DIR / "empty-bashrc"), "/root/.bashrc"])
     for args in mounts:
-        _run(["mount", *args])
+        run_command(["mount", *args])
     _remount_sys()
     Path("/proc/sys/kernel/hostname").write_text(name)  # this UTS namespace's, not the machine's
-    sshd = _need("sshd", "openssh-server")
-    host_dir = _host_dir(name)
+    sshd = need("sshd", "openssh-server")
+    host_dir = host_run_dir(name)
     os.execv(sshd, [sshd, "-f", str(host_dir / "sshd_config"), "-E", str(host_dir / "sshd.log")])
 
 

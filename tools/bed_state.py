@@ -14,7 +14,7 @@ from typing import Any
 
 from tools import guest as guest_tool
 from tools.bed_commands import SetupError
-from tools.bed_network import CTL_NS, _in_netns
+from tools.bed_network import CTL_NS, in_netns
 
 # One bed per machine: fixed names, so that `down` finds everything a killed `up` left.
 RUN_DIR = Path("/dev/shm/conformance-bed")
@@ -83,7 +83,7 @@ class Bed:
 
     def exec_argv(self, *argv: str) -> list[str]:
         """A command line that runs ARGV in the controller namespace: only its network differs from this machine."""
-        return _in_netns(CTL_NS, *argv)
+        return in_netns(CTL_NS, *argv)
 
     def ssh_argv(self, name: str, *argv: str) -> list[str]:
         """A command line that runs ARGV on host NAME over ssh from the controller namespace."""
@@ -91,11 +91,13 @@ class Bed:
         return self.exec_argv("ssh", "-F", str(self.ssh_config), name, "--", shlex.join(argv))
 
 
-def _host_dir(name: str) -> Path:
+def host_run_dir(name: str) -> Path:
+    """Host NAME's directory in the run dir: its keys, sshd config, pid file and logs."""
     return RUN_DIR / "hosts" / name
 
 
-def _read_state() -> dict[str, Any] | None:
+def read_state() -> dict[str, Any] | None:
+    """The bed's state record (bed.json), or None when there is none of this format."""
     try:
         state: dict[str, Any] = json.loads((RUN_DIR / "bed.json").read_text())
     except (OSError, ValueError):
@@ -103,7 +105,8 @@ def _read_state() -> dict[str, Any] | None:
     return state if state.get("format") == STATE_FORMAT else None
 
 
-def _write_state(state: dict[str, Any]) -> None:
+def write_state(state: dict[str, Any]) -> None:
+    """Replace the bed's state record (bed.json) with STATE, atomically."""
     part = RUN_DIR / "bed.json.part"
     part.write_text(json.dumps(state, indent=2) + "\n")
     part.replace(RUN_DIR / "bed.json")
@@ -111,7 +114,7 @@ def _write_state(state: dict[str, Any]) -> None:
 
 def load() -> Bed | None:
     """The bed that is up, or None (none, or one whose `up` has not finished)."""
-    state = _read_state()
+    state = read_state()
     if state is None or state.get("state") != "up":
         return None
     hosts = tuple(BedHost(h["name"], h["address"], int(h["port"]), Path(h["key"]), h["netns"]) for h in state["hosts"])

@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as tools/guest.py: make the `tools` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tools import commandline
-from tools.guest_commands import GuestError, SetupError, _say
+from tools.guest_commands import GuestError, SetupError, say
 from tools.guest_image import (
     BUILD_PREFIX,
     DEFAULT_CACHE,
@@ -47,8 +47,8 @@ from tools.guest_image import (
     RUN_ROOT,
     STAMP_FORMAT,
     SUITE,
-    _read_stamp,
     build,
+    read_stamp,
 )
 from tools.guest_kernel import INITRAMFS_INIT, INITRAMFS_MODULES
 from tools.guest_vm import (
@@ -61,10 +61,10 @@ from tools.guest_vm import (
     PREFIX,
     READY_GRACE_S,
     Guest,
-    _check_name,
-    _guest_qemus,
-    _run_dir,
     boot,
+    check_name,
+    guest_qemus,
+    guest_run_dir,
     guests,
     run,
     stop,
@@ -72,18 +72,18 @@ from tools.guest_vm import (
 )
 
 # What tools/guest.py offered before it was split into the guest_* modules: tests, bench and tools/bed.py use
-# it (tools/bed.py and tests/e2e/test_bed.py also two private helpers).
+# it (tools/bed.py and tests/e2e/test_bed.py also guest_qemus and read_stamp).
 __all__ = [
     "BUILD_PREFIX", "DEFAULT_BOOT_TIMEOUT_S", "DEFAULT_CACHE", "DEFAULT_MEMORY_MIB", "DEFAULT_SMP", "DELEGATE_UNIT",
     "DISK_SIZE", "ENABLED_UNITS", "GUEST_FILES", "HOSTNAME", "INITRAMFS_INIT", "INITRAMFS_MODULES", "KERNEL_ARGS",
     "KEY", "MASKED_UNITS", "MIRROR", "NAME", "NETWORK_UNIT", "PACKAGES", "POWEROFF_TIMEOUT_S", "PREFIX",
     "READY_GRACE_S", "READY_MARK", "READY_UNIT", "RUN_ROOT", "STAMP_FORMAT", "SUITE", "Guest", "GuestError",
-    "SetupError", "_guest_qemus", "_read_stamp", "boot", "build", "guests", "main", "run", "stop", "stop_all",
+    "SetupError", "boot", "build", "guest_qemus", "guests", "main", "read_stamp", "run", "stop", "stop_all",
 ]
 
 
 def _status(cache: Path) -> None:
-    stamp = _read_stamp(cache)
+    stamp = read_stamp(cache)
     if stamp is None:
         print(f"cache: {cache}: not built (tools/guest.py build)")
     else:
@@ -134,27 +134,27 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; see the module docstring."""
     args = _parser().parse_args(argv)
-    return commandline.run(_say, lambda: _command(args))
+    return commandline.run(say, lambda: _command(args))
 
 
 def _command(args: argparse.Namespace) -> None:
     """One command, by its name; errors end it (commandline.run turns them into exit codes)."""
     if args.command == "build":
         stamp = build(args.cache, force=args.force, extra=args.extra)
-        _say(f"image in {args.cache}: kernel {stamp['kernel_release']}, build seconds {stamp['seconds']}")
+        say(f"image in {args.cache}: kernel {stamp['kernel_release']}, build seconds {stamp['seconds']}")
     elif args.command == "boot":
         guest = boot(args.cache, name=args.name, port=args.port, smp=args.smp, memory=args.memory,
                      timeout=args.timeout, kernel=args.kernel, append=args.append)
-        _say(f"guest {guest.name} answers ssh after {guest.boot_s} s; ssh -F {guest.ssh_config} {guest.name}")
+        say(f"guest {guest.name} answers ssh after {guest.boot_s} s; ssh -F {guest.ssh_config} {guest.name}")
         print(guest.ssh_config.read_text(), end="")
     elif args.command == "stop":
         for name in stop_all() if args.all else ([args.name] if stop(args.name) else []):
-            _say(f"stopped {name}")
+            say(f"stopped {name}")
     elif args.command == "status":
         _status(args.cache)
     else:
-        _check_name(args.name)
-        config = _run_dir(args.name) / "ssh_config"
+        check_name(args.name)
+        config = guest_run_dir(args.name) / "ssh_config"
         if not config.exists():
             raise SetupError(f"guest {args.name} is not running: tools/guest.py boot --name {args.name}")
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

@@ -28,11 +28,13 @@ class SetupError(GuestError, commandline.SetupError):
     """Usage or a missing prerequisite: a tool, root, the cache (exit code 2)."""
 
 
-def _need(tool: str, package: str) -> str:
+def need(tool: str, package: str) -> str:
+    """The path of TOOL, or a SetupError naming the Debian PACKAGE that has it."""
     return commandline.need(tool, package, SetupError)
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """Tell the user MESSAGE on stderr."""
     print(f"guest: {message}", file=sys.stderr, flush=True)
 
 
@@ -41,7 +43,7 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _run(argv: Sequence[str], *, timeout: float, log: Path | None = None) -> str:
+def run_command(argv: Sequence[str], *, timeout: float, log: Path | None = None) -> str:
     """Run a command in a process group of its own; return its stdout, or raise with its exit code and output.
 
     Its own group, so that a timeout or Ctrl-C ends the whole tree (debootstrap is a shell script whose
@@ -66,12 +68,13 @@ def _run(argv: Sequence[str], *, timeout: float, log: Path | None = None) -> str
         if sink:
             sink.close()
     if proc.returncode != 0:
-        detail = _tail(log) if log else (err or out or "").strip()[-3000:]
+        detail = tail(log) if log else (err or out or "").strip()[-3000:]
         raise GuestError(f"{shlex.join(argv)}: exit code {proc.returncode}\n{detail}")
     return out or ""
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def tail(path: Path, lines: int = 30) -> str:
+    """The last LINES lines of the log at PATH, for an error message."""
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -85,7 +88,7 @@ def _mounts_under(path: Path) -> list[str]:
     return [p for p in points if p == str(path) or p.startswith(inside)]
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Remove PATH, unmounting first what is mounted inside it.
 
     A killed debootstrap leaves proc, sys and dev mounted in its target, and the build mounts its own

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.guest_commands import SetupError, _need, _remove_tree, _run, _say
-from tools.guest_kernel import _extract_vmlinux, _make_initramfs
+from tools.guest_commands import SetupError, need, remove_tree, run_command, say
+from tools.guest_kernel import extract_vmlinux, make_initramfs
 
 DEFAULT_CACHE = Path("/var/cache/container-conformance/guest")
 # Run dirs and the build's work dir live on tmpfs: the root file system of the machines this runs on
@@ -148,7 +148,7 @@ ENABLED_UNITS = ("conformance-network.service", "ssh.service", "conformance-cgro
                  "conformance-ready.service")
 
 
-def _read_stamp(cache: Path) -> dict[str, Any] | None:
+def read_stamp(cache: Path) -> dict[str, Any] | None:
     """The stamp of a complete build, or None. build() writes it last, so it means the rest is there."""
     try:
         stamp: dict[str, Any] = json.loads((cache / "stamp.json").read_text())
@@ -187,7 +187,7 @@ def _configure(rootfs: Path, public_key: Path) -> None:
         link = rootfs / "etc" / "systemd" / "system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
-    _run(["chroot", str(rootfs), "systemctl", "enable", *ENABLED_UNITS], timeout=120)
+    run_command(["chroot", str(rootfs), "systemctl", "enable", *ENABLED_UNITS], timeout=120)
     for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
         for entry in (rootfs / junk).glob("*"):
             if entry.is_file():
@@ -209,17 +209,17 @@ def build(cache: Path = DEFAULT_CACHE, *, force: bool = False, extra: Sequence[s
     ed25519 key pair whose public half is root's authorized key, build.log and stamp.json.
     """
     packages = sorted({*PACKAGES, *extra})
-    if not force and _stamp_matches(stamp := _read_stamp(cache), packages):
+    if not force and _stamp_matches(stamp := read_stamp(cache), packages):
         assert stamp is not None
         return stamp
     if os.geteuid() != 0:
         raise SetupError("building the guest needs root (debootstrap, chroot, mount)")
-    debootstrap = _need("debootstrap", "debootstrap")
-    mkfs = _need("mkfs.ext4", "e2fsprogs")
-    keygen = _need("ssh-keygen", "openssh-client")
+    debootstrap = need("debootstrap", "debootstrap")
+    mkfs = need("mkfs.ext4", "e2fsprogs")
+    keygen = need("ssh-keygen", "openssh-client")
     cache.mkdir(parents=True, exist_ok=True)
     with _locked(cache):
-        if not force and _stamp_matches(stamp := _read_stamp(cache), packages):
+        if not force and _stamp_matches(stamp := read_stamp(cache), packages):
             assert stamp is not None
             return stamp  # another process built it while this one waited
         (cache / "stamp.json").unlink(missing_ok=True)  # an interrupted build must not look complete
@@ -229,32 +229,34 @@ def build(cache: Path = DEFAULT_CACHE, *, force: bool = False, extra: Sequence[s
         started = time.monotonic()
         work = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=RUN_ROOT))
         try:
-            _run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=8g", "conformance-build", str(work)], timeout=30)
+            run_command(["mount", "-t", "tmpfs", "-o", "mode=0755,size=8g", "conformance-build", str(work)], timeout=30)
             rootfs = work / "rootfs"
-            _say(f"debootstrap {SUITE} into {rootfs} (a few minutes; log: {log})")
-            _run([debootstrap, "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(rootfs), MIRROR],
-                 timeout=3600, log=log)
+            say(f"debootstrap {SUITE} into {rootfs} (a few minutes; log: {log})")
+            run_command([debootstrap, "--variant=minbase", f"--include={','.join(packages)}", SUITE, str(rootfs),
+                         MIRROR], timeout=3600, log=log)
             bootstrapped = time.monotonic()
             if not (cache / KEY).exists():
-                _run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", HOSTNAME, "-f", str(cache / KEY)], timeout=30)
-            _say("configuring the guest")
+                run_command([keygen, "-q", "-t", "ed25519", "-N", "", "-C", HOSTNAME, "-f", str(cache / KEY)],
+                            timeout=30)
+            say("configuring the guest")
             _configure(rootfs, cache / f"{KEY}.pub")
             [bzimage] = sorted((rootfs / "boot").glob("vmlinuz-*"))
             release = bzimage.name.removeprefix("vmlinuz-")
             shutil.copyfile(bzimage, cache / "vmlinuz")
-            _make_initramfs(rootfs, release, cache / "initrd.img")
-            kernel_file = "vmlinux" if _extract_vmlinux(bzimage, cache / "vmlinux") else "vmlinuz"
+            make_initramfs(rootfs, release, cache / "initrd.img")
+            kernel_file = "vmlinux" if extract_vmlinux(bzimage, cache / "vmlinux") else "vmlinuz"
             configured = time.monotonic()
-            _say("writing the disk image")
+            say("writing the disk image")
             image = cache / "disk.img.part"
             image.unlink(missing_ok=True)
             with image.open("wb") as disk:
                 disk.truncate(DISK_SIZE)
-            _run([mkfs, "-q", "-F", "-L", "conformance-root", "-d", str(rootfs), str(image)], timeout=900, log=log)
+            run_command([mkfs, "-q", "-F", "-L", "conformance-root", "-d", str(rootfs), str(image)], timeout=900,
+                        log=log)
             image.replace(cache / "disk.img")
             finished = time.monotonic()
         finally:
-            _remove_tree(work)
+            remove_tree(work)
         stamp = {
             "format": STAMP_FORMAT, "suite": SUITE, "mirror": MIRROR, "packages": packages,
             "kernel_release": release, "kernel_file": kernel_file,

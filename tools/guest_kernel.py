@@ -34,7 +34,7 @@ def _has_pvh_note(elf: bytes) -> bool:
     return False
 
 
-def _extract_vmlinux(bzimage: Path, out: Path) -> bool:
+def extract_vmlinux(bzimage: Path, out: Path) -> bool:
     """Write the bzImage's payload as a plain ELF vmlinux; False when it is not an xz ELF with a PVH note.
 
     QEMU starts such an ELF at its PVH entry directly, so the guest skips the kernel's decompressor,
@@ -117,7 +117,7 @@ def _cpio(entries: Sequence[tuple[str, int, bytes]]) -> bytes:
     return bytes(out)
 
 
-def _make_initramfs(rootfs: Path, release: str, out: Path) -> None:
+def make_initramfs(rootfs: Path, release: str, out: Path) -> None:
     """Write a busybox initramfs (uncompressed: the kernel unpacks it at once) that mounts /dev/vda."""
     modules = _module_order(rootfs / "lib" / "modules" / release, INITRAMFS_MODULES)
     entries = [("bin", 0o040755, b""), ("dev", 0o040755, b""), ("root", 0o040755, b""), ("m", 0o040755, b""),

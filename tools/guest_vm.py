@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools.guest_commands import GuestError, SetupError, _need, _remove_tree, _run, _tail
-from tools.guest_image import DEFAULT_CACHE, KEY, READY_MARK, RUN_ROOT, _read_stamp
+from tools.guest_commands import GuestError, SetupError, need, remove_tree, run_command, tail
+from tools.guest_image import DEFAULT_CACHE, KEY, READY_MARK, RUN_ROOT, read_stamp
 
 PREFIX = "conformance-guest-"
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
@@ -53,12 +53,14 @@ class Guest:
         return ["ssh", "-F", str(self.ssh_config), self.name, "--", shlex.join(argv)]
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """Raise SetupError unless NAME is a valid guest name."""
     if not NAME.match(name):
         raise SetupError(f"guest name {name!r}: use 1-32 of a-z, 0-9 and -, starting with a letter or digit")
 
 
-def _run_dir(name: str) -> Path:
+def guest_run_dir(name: str) -> Path:
+    """Guest NAME's run dir: its overlay disk, ssh_config, logs and guest.json."""
     return RUN_ROOT / f"{PREFIX}{name}"
 
 
@@ -75,7 +77,7 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _guest_qemus() -> dict[str, int]:
+def guest_qemus() -> dict[str, int]:
     """The running QEMUs boot() started, by guest name: their -name argument is PREFIX + name."""
     found = {}
     for entry in Path("/proc").iterdir():
@@ -163,7 +165,7 @@ def _wait_for_ssh(guest: Guest, timeout: float) -> None:
     ready = False
     while True:
         if not _alive(guest.pid):
-            raise GuestError(f"guest {guest.name}: QEMU exited while booting; its console:\n{_tail(serial)}")
+            raise GuestError(f"guest {guest.name}: QEMU exited while booting; its console:\n{tail(serial)}")
         if not ready:
             with contextlib.suppress(OSError):
                 ready = READY_MARK in serial.read_bytes()
@@ -178,8 +180,8 @@ def _wait_for_ssh(guest: Guest, timeout: float) -> None:
             if done is not None and done.returncode == 0:
                 return
         if time.monotonic() - started > timeout:
-            raise GuestError(f"guest {guest.name}: no ssh after {timeout:.0f} s; ssh said:\n{_tail(log, 3)}\n"
-                             f"its console:\n{_tail(serial)}")
+            raise GuestError(f"guest {guest.name}: no ssh after {timeout:.0f} s; ssh said:\n{tail(log, 3)}\n"
+                             f"its console:\n{tail(serial)}")
         time.sleep(1 if ready else 0.25)
 
 
@@ -192,13 +194,13 @@ def boot(cache: Path = DEFAULT_CACHE, *, name: str = "default", port: int = 0, s
     removes; the cached image stays clean. KERNEL is `vmlinux` (PVH entry, no decompressor),
     `bzimage`, or `auto` (vmlinux where the build could extract one). On failure the guest is stopped.
     """
-    _check_name(name)
-    stamp = _read_stamp(cache)
+    check_name(name)
+    stamp = read_stamp(cache)
     if stamp is None:
         raise SetupError(f"no guest image in {cache}: run tools/guest.py build (as root)")
-    qemu = _need("qemu-system-x86_64", "qemu-system-x86")
-    qemu_img = _need("qemu-img", "qemu-utils")
-    _need("ssh", "openssh-client")
+    qemu = need("qemu-system-x86_64", "qemu-system-x86")
+    qemu_img = need("qemu-img", "qemu-utils")
+    need("ssh", "openssh-client")
     if kernel not in ("auto", "vmlinux", "bzimage"):
         raise SetupError(f"kernel {kernel!r}: use auto, vmlinux or bzimage")
     if kernel == "auto":
@@ -206,8 +208,8 @@ def boot(cache: Path = DEFAULT_CACHE, *, name: str = "default", port: int = 0, s
     kernel_path = cache / ("vmlinux" if kernel == "vmlinux" else "vmlinuz")
     if not kernel_path.exists():
         raise SetupError(f"{kernel_path} is missing: rebuild with tools/guest.py build --force")
-    run_dir = _run_dir(name)
-    if name in _guest_qemus():
+    run_dir = guest_run_dir(name)
+    if name in guest_qemus():
         raise SetupError(f"guest {name} is running already: tools/guest.py stop --name {name}")
     if run_dir.exists():
         _cleanup(name)  # what a killed run left
@@ -215,12 +217,12 @@ def boot(cache: Path = DEFAULT_CACHE, *, name: str = "default", port: int = 0, s
     started = time.monotonic()
     try:
         port = port or _free_port()
-        _run([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(cache / "disk.img"), "-F", "raw",
-              str(run_dir / "disk.qcow2")], timeout=60)
+        run_command([qemu_img, "create", "-q", "-f", "qcow2", "-b", str(cache / "disk.img"), "-F", "raw",
+                     str(run_dir / "disk.qcow2")], timeout=60)
         config = run_dir / "ssh_config"
         config.write_text(_ssh_config_text(name, port, cache / KEY, run_dir))
         # -daemonize: QEMU returns once the VM runs, or fails here with its reason (a port in use).
-        _run(_qemu_argv(qemu, cache, kernel_path, run_dir, name, port, smp, memory, append), timeout=120)
+        run_command(_qemu_argv(qemu, cache, kernel_path, run_dir, name, port, smp, memory, append), timeout=120)
         guest = Guest(name, port, int((run_dir / "qemu.pid").read_text()), run_dir, config)
         _wait_for_ssh(guest, timeout)
         guest = Guest(name, port, guest.pid, run_dir, config, round(time.monotonic() - started, 1))
@@ -244,8 +246,8 @@ def run(guest: Guest, *argv: str, timeout: float = 300, check: bool = True) -> s
 
 def _cleanup(name: str, pid: int | None = None) -> None:
     """Kill NAME's QEMU if it still runs, close its ssh control master, remove its run dir."""
-    run_dir = _run_dir(name)
-    pid = pid or _guest_qemus().get(name)
+    run_dir = guest_run_dir(name)
+    pid = pid or guest_qemus().get(name)
     if pid is not None and _alive(pid):
         os.kill(pid, signal.SIGTERM)
         if not _wait_exit(pid, 10):
@@ -258,7 +260,7 @@ def _cleanup(name: str, pid: int | None = None) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(master, signal.SIGTERM)
     if run_dir.exists():
-        _remove_tree(run_dir)
+        remove_tree(run_dir)
 
 
 def stop(name: str = "default", *, timeout: float = POWEROFF_TIMEOUT_S) -> bool:
@@ -266,9 +268,9 @@ def stop(name: str = "default", *, timeout: float = POWEROFF_TIMEOUT_S) -> bool:
 
     Returns whether there was anything to stop.
     """
-    _check_name(name)
-    run_dir = _run_dir(name)
-    pid = _guest_qemus().get(name)
+    check_name(name)
+    run_dir = guest_run_dir(name)
+    pid = guest_qemus().get(name)
     if pid is None and not run_dir.exists():
         return False
     config = run_dir / "ssh_config"
@@ -285,14 +287,14 @@ def stop(name: str = "default", *, timeout: float = POWEROFF_TIMEOUT_S) -> bool:
 
 def stop_all(*, timeout: float = POWEROFF_TIMEOUT_S) -> list[str]:
     """Stop every guest: those with a QEMU running and those whose run dir a killed run left."""
-    names = set(_guest_qemus())
+    names = set(guest_qemus())
     names |= {p.name.removeprefix(PREFIX) for p in RUN_ROOT.glob(f"{PREFIX}*") if p.is_dir()}
     stopped = []
     for name in sorted(names):
         if NAME.match(name):
             stop(name, timeout=timeout)
         else:  # not a name boot() gives; still ours by its prefix
-            _remove_tree(RUN_ROOT / f"{PREFIX}{name}")
+            remove_tree(RUN_ROOT / f"{PREFIX}{name}")
         stopped.append(name)
     return stopped
 
@@ -300,11 +302,11 @@ def stop_all(*, timeout: float = POWEROFF_TIMEOUT_S) -> list[str]:
 def guests() -> list[Guest]:
     """The guests running now, from their run dirs and the process table."""
     found = []
-    for name, pid in sorted(_guest_qemus().items()):
+    for name, pid in sorted(guest_qemus().items()):
         try:
-            info = json.loads((_run_dir(name) / "guest.json").read_text())
+            info = json.loads((guest_run_dir(name) / "guest.json").read_text())
         except (OSError, ValueError):
             info = {"port": 0, "boot_s": 0.0}  # still booting, or its run dir is gone
-        found.append(Guest(name, int(info["port"]), pid, _run_dir(name), _run_dir(name) / "ssh_config",
+        found.append(Guest(name, int(info["port"]), pid, guest_run_dir(name), guest_run_dir(name) / "ssh_config",
                            float(info["boot_s"])))
     return found

@@ -34,7 +34,7 @@ FAST_TESTS = "overlay_is_listed or uts_namespace_keeps"
 @pytest.fixture(scope="module")
 def bed() -> Iterator[bed_tool.Bed]:
     """Three netns hosts and the guest; down in the finalizer, also when a test failed."""
-    if guest_tool._read_stamp(guest_tool.DEFAULT_CACHE) is None:
+    if guest_tool.read_stamp(guest_tool.DEFAULT_CACHE) is None:
         guest_tool.build()  # once per machine, some minutes; the cache is kept
     made = bed_tool.up(len(NETNS_HOSTS), guest=True)
     try:
