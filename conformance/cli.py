@@ -7,15 +7,18 @@ click's plugins, and every dependency we add is one more thing on every controll
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.util
 import json
 import re
 import secrets
+import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from conformance import __version__, overlay_cli
@@ -198,6 +201,24 @@ def _inventory_workers(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (a `timeout`, a cancelled CI job) ends the run as Ctrl-C does.
+
+    pytest then still sweeps the hosts and removes the probe; Python's default for SIGTERM would end the
+    process without either.
+    """
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the suite through pytest in this process and turn the results into the exit code."""
     import pytest  # noqa: PLC0415
@@ -209,7 +230,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = ["--pyargs", "conformance.suite", "-p", "no:cacheprovider", "--rootdir",
             str(Path(__file__).resolve().parent.parent), "--level", args.level,
             "--report-dir", str(report_dir), "--run-id", run_id, "--probe-timeout", str(args.probe_timeout),
-            "-rfEsxX"]
+            "-rfEsxX",
+            # The suite needs no conftest.py (its plugin is an entry point), and a certification run must not
+            # pick one up from where it is started: pytest loads ./conftest.py and ./test*/conftest.py of the
+            # invocation dir, in a checkout the project's own tests/conftest.py.
+            "--noconftest"]
     if args.inventory:
         argv += _inventory_workers(args)
     else:
@@ -227,7 +252,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers:
         argv += ["-n", args.workers, "--dist", "loadgroup"]
     argv += args.pytest_args
-    code = pytest.main(argv)
+    with _sigterm_as_ctrl_c():
+        code = pytest.main(argv)
     results_path = report_dir / run_id / "results.json"
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.INTERRUPTED) \
             or not results_path.exists():

@@ -273,3 +273,14 @@ def test_a_run_that_checks_nothing_is_undecided(tmp_path: Path) -> None:
     assert done.returncode == 2 and "nothing was checked" in done.stdout
     assert {r["verdict"] for r in results["results"]} == {"skip"}
     assert all("no selected implementation" in r["message"] for r in results["results"])
+
+
+def test_a_conftest_where_the_run_starts_is_not_loaded(tmp_path: Path) -> None:
+    """A conftest.py in the directory a run starts from (or its test*/ dirs, as pytest looks) cannot change it."""
+    for folder in (tmp_path, tmp_path / "tests"):
+        folder.mkdir(exist_ok=True)
+        (folder / "conftest.py").write_text("raise SystemExit('a stray conftest.py was loaded')\n")
+    done = run_cli("run", "--area", "host", "--impl", "kernel", "--report-dir", str(tmp_path / "reports"),
+                   "--", "-k", "overlay_is_listed", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "stray conftest" not in done.stdout + done.stderr

@@ -19,7 +19,7 @@ from conformance.hosts import renamed, resolve
 from conformance.probe.clean import leftover_cgroups, leftover_mounts, leftover_paths
 from conformance.scenarios import Scenario
 from conformance.transport import ProbeClient, ProbeTimeout, build_bundle
-from tests.conftest import needs_root, run_cli
+from tests.conftest import ROOT, conformance_cli, needs_root, run_cli
 
 pytestmark = needs_root()
 
@@ -89,3 +89,27 @@ def test_hosts_sharing_a_kernel_sweep_only_their_own_names() -> None:
         first.remove_bundle()
         second.remove_bundle()
     assert _leftovers("unitshare") == []
+
+
+def test_sigterm_to_a_run_still_sweeps_and_removes_the_probe(tmp_path: Path) -> None:
+    """`conformance run` stopped with SIGTERM part-way (a `timeout`, a cancelled CI job) cleans up as Ctrl-C does."""
+    short = "unitterm"
+    run = subprocess.Popen([*conformance_cli(), "run", "--area", "host", "--impl", "kernel", "--report-dir",
+                            str(tmp_path), "--run-id", f"20261206T000000Z_{short}"],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any("-probe-" in p for p in leftover_paths(short)):  # the probe is on the host: the run is going
+            assert run.poll() is None and time.monotonic() < deadline, "the run never shipped its probe"
+            time.sleep(0.05)
+        time.sleep(1.0)  # into the tests
+        run.send_signal(signal.SIGTERM)
+        output, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 2, output[-2000:]  # the run did not complete
+    deadline = time.monotonic() + 30  # a probe that was mid-scenario finishes it and cleans its own sandbox
+    while _leftovers(short) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leftovers(short) == [], output[-2000:]
