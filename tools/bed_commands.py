@@ -10,7 +10,6 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from tools import commandline
 
@@ -44,11 +43,3 @@ def run_command(argv: Sequence[str], *, timeout: float = 30) -> str:
         detail = (done.stderr or done.stdout).strip()[-2000:]
         raise BedError(f"{shlex.join(argv)}: exit code {done.returncode}: {detail}")
     return done.stdout
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    """The last LINES lines of the log at PATH, for an error message."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"({path} is missing)"

@@ -14,10 +14,11 @@ import sys
 import time
 
 from tools import guest as guest_tool
-from tools.bed_commands import BedError, tail
+from tools.bed_commands import BedError
 from tools.bed_network import CTL_NS, NETNS_DIR, in_netns
 from tools.bed_processes import kill
 from tools.bed_state import GUEST_HOST, GUEST_NAME, GUEST_RUN_DIR, RUN_DIR, TOOL, BedHost
+from tools.commandline import tail
 
 GUEST_TOOL = TOOL.with_name("guest.py")
 

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from tools.bed_commands import BedError, SetupError, need, run_command, tail
+from tools.bed_commands import BedError, SetupError, need, run_command
 from tools.bed_network import NETNS_DIR, PREFIX, host_address, in_netns
 from tools.bed_state import RUN_DIR, TOOL, host_run_dir
+from tools.commandline import tail
 
 SUITE_DIR = Path("/var/lib/conformance-suite")
 SSHD_READY_S = 15.0

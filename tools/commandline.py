@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 
@@ -25,6 +26,15 @@ def need(tool: str, package: str, error: type[Exception] = SetupError) -> str:
     if found is None:
         raise error(f"{tool} is missing: apt-get install {package}")
     return found
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last LINES lines of the log at PATH, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"({path} is missing)"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

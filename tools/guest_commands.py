@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tools import commandline
+from tools.commandline import tail
 
 
 class GuestError(commandline.ToolError):
@@ -71,15 +72,6 @@ def run_command(argv: Sequence[str], *, timeout: float, log: Path | None = None)
         detail = tail(log) if log else (err or out or "").strip()[-3000:]
         raise GuestError(f"{shlex.join(argv)}: exit code {proc.returncode}\n{detail}")
     return out or ""
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    """The last LINES lines of the log at PATH, for an error message."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return f"({path} is missing)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _mounts_under(path: Path) -> list[str]:

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tools.guest_commands import GuestError, SetupError, need, remove_tree, run_command, tail
+from tools.commandline import tail
+from tools.guest_commands import GuestError, SetupError, need, remove_tree, run_command
 from tools.guest_image import DEFAULT_CACHE, KEY, READY_MARK, RUN_ROOT, read_stamp
 
 PREFIX = "conformance-guest-"
