@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from conformance.hosts import Host, HostError, HostUnreachable
 from conformance.scenarios import Scenario
 from conformance.selection import host_side_id
 from conformance.transport import ProbeClient
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 JsonDict = dict[str, Any]
 
@@ -37,6 +40,18 @@ class HostFacts:
         return sorted(self.facts)
 
 
+def at_once(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """work(item) for every item in threads, the results in the items' order.
+
+    What is done per host is mostly waiting on the host (ssh, its probe), so a fleet's hosts are asked
+    together rather than in turn.
+    """
+    if not items:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(items), 32)) as pool:
+        return list(pool.map(work, items))
+
+
 def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
     """Ask each host for its facts; a host that fails this is unreachable for the whole run.
 
@@ -44,8 +59,7 @@ def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
     before its first test. The result keeps the hosts' order, whatever order they answered in.
     """
     found = HostFacts()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(len(hosts), 32))) as pool:
-        answers = list(pool.map(lambda host: _ask(host, short_id, timeout), hosts))
+    answers = at_once(lambda host: _ask(host, short_id, timeout), hosts)
     for host, (client, facts, unreachable, error) in zip(hosts, answers, strict=True):
         found.specs[host.name] = host.spec
         if unreachable is not None:

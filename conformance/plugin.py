@@ -10,7 +10,6 @@ deliberately faulty variant of that clause. State lives in config.stash, never i
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import json
 import secrets
@@ -485,8 +484,6 @@ def _cleanup_hosts(state: RunState) -> None:
     names (host_side_id), so hosts that are one machine do not remove each other's probe mid-sweep.
     """
     clients = list(state.hosts.clients.items())
-    if not clients:
-        return
 
     def sweep(name: str, client: ProbeClient) -> bool:
         try:
@@ -505,9 +502,9 @@ def _cleanup_hosts(state: RunState) -> None:
         except Exception as exc:
             print(f"conformance: {name}: could not remove the probe: {exc}; run `conformance clean`", file=sys.stderr)
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(clients), 32)) as pool:
-        swept = [pair for pair, ok in zip(clients, pool.map(lambda pair: sweep(*pair), clients), strict=True) if ok]
-        list(pool.map(lambda pair: remove(*pair), swept))
+    swept = [pair for pair, ok in zip(clients, host_facts.at_once(lambda pair: sweep(*pair), clients), strict=True)
+             if ok]
+    host_facts.at_once(lambda pair: remove(*pair), swept)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
