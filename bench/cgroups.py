@@ -8,11 +8,14 @@
 2. Cost. The same runs time one container with memory and pids limits whose cgroup is read at a
    checkpoint (CG-LIFE-001's test): the median per implementation and its ratio to runc, the reference
    peer, on the same work in the same run.
+3. Teeth (--faults). Each timing clause's faulty reference variant must be caught on every run, or the
+   project's own test of its teeth flakes: the runs add `--faults --level MAY`, and a faulty variant
+   whose verdict is not fail (where its sound run is not a skip) counts as a missed fault.
 
 Run as root on a prepared host (bin/bootstrap); every run writes under a conformance-bench-* dir on
 /dev/shm, removed after. For another host, pass --hosts and --ssh-config as to `conformance run`.
 Usage: python bench/cgroups.py [--runs 20] [--impl ref --impl runc ...] [--clause CG-MEM-008 ...]
-       [--hosts ssh://guest --ssh-config F]
+       [--faults] [--hosts ssh://guest --ssh-config F]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_ROOT))
 
 from conformance.clauses import load_catalogue  # noqa: E402
+from conformance.probe.cg_faults import CG_FAULTS  # noqa: E402
 from conformance.suite_index import tests_by_clause  # noqa: E402
 
 _COST_CLAUSE = "CG-LIFE-001"
@@ -76,14 +80,18 @@ def main() -> int:
     parser.add_argument("--ssh-config", default=None)
     parser.add_argument("--clause", action="append", default=None,
                         help="only these timing clauses (repeatable; default: every clause tagged timing)")
+    parser.add_argument("--faults", action="store_true",
+                        help="also run the reference's faulty variants; each must be caught on every run")
     args = parser.parse_args()
     impls = args.impl or ["ref", "runc", "podman", "docker"]
     extra = [*(["--hosts", args.hosts] if args.hosts else []), *(["--ssh-config", args.ssh_config]
-                                                                  if args.ssh_config else [])]
+                                                                  if args.ssh_config else []),
+             *(["--faults", "--level", "MAY"] if args.faults else [])]
     clauses = [c for c in timing_clauses() if not args.clause or c in args.clause]
     keyword = selection([*clauses, _COST_CLAUSE])
     harness_errors = 0
     verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
+    faulty: dict[str, list[str]] = defaultdict(list)
     costs: dict[str, list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="conformance-bench-", dir="/dev/shm") as scratch:
         for index in range(args.runs):
@@ -94,13 +102,18 @@ def main() -> int:
                 print(f"run {index + 1}/{args.runs}: {err}", file=sys.stderr)
                 continue
             for result in results:
+                if result["fault"]:
+                    faulty[str(result["clause"])].append(str(result["verdict"]))
+                    continue
                 key = (str(result["clause"]), str(result["implementation"]))
                 verdicts[key].append(str(result["verdict"]))
                 if result["clause"] == _COST_CLAUSE and result["verdict"] == "pass":
                     costs[str(result["implementation"])].append(float(str(result["duration"])))
             # Said as they happen, so that a long run (the TCG guest) that dies late still told its flakes.
             bad = [f"{r['clause']}/{r['implementation']}: {r['verdict']}" for r in results
-                   if r["clause"] in clauses and r["verdict"] not in ("pass", "skip")]
+                   if r["clause"] in clauses and not r["fault"] and r["verdict"] not in ("pass", "skip")]
+            bad += [f"{r['clause']}/{r['implementation']} faulty: {r['verdict']}" for r in results
+                    if r["clause"] in clauses and r["fault"] and r["verdict"] not in ("fail", "skip")]
             print(f"run {index + 1}/{args.runs} done" + (f"; not passing: {', '.join(bad)}" if bad else ""),
                   file=sys.stderr)
     flaky = 0
@@ -117,6 +130,19 @@ def main() -> int:
             cells.append("n/a (skip)" if seen and skips == len(seen) else f"{len(bad)}/{len(seen)}"
                          + (f" ({', '.join(sorted(set(bad)))})" if bad else ""))
         print(f"| {clause} | " + " | ".join(cells) + " |")
+    missed = 0
+    if args.faults:
+        print(f"\n## Faulty reference variants caught, over {args.runs} runs\n")
+        print("| clause | fault | caught |")
+        print("|---|---|---|")
+        for clause in clauses:
+            seen = faulty.get(clause, [])
+            sound_skips = all(v == "skip" for v in verdicts.get((clause, "ref"), ["skip"]))
+            caught = seen.count("fail")
+            if not (sound_skips and set(seen) <= {"skip"}):
+                missed += len(seen) - caught
+            print(f"| {clause} | {CG_FAULTS.get(clause, ('-',))[0]} | "
+                  + ("n/a (skip)" if sound_skips and set(seen) <= {"skip"} else f"{caught}/{len(seen)}") + " |")
     print(f"\n## One limited container, read at a checkpoint ({_COST_CLAUSE}'s test), median of {args.runs}\n")
     base = statistics.median(costs["runc"]) if costs.get("runc") else None
     print("| implementation | median s | ratio to runc |")
@@ -128,8 +154,9 @@ def main() -> int:
         median = statistics.median(costs[impl])
         ratio = f"{median / base:.2f}x" if base else "-"
         print(f"| {impl} | {median:.2f} | {ratio} |")
-    print(f"\nflaky verdicts: {flaky}; runs without results (harness errors): {harness_errors}")
-    return 1 if flaky or harness_errors else 0
+    print(f"\nflaky verdicts: {flaky}; runs without results (harness errors): {harness_errors}"
+          + (f"; faulty variants missed: {missed}" if args.faults else ""))
+    return 1 if flaky or harness_errors or missed else 0
 
 
 if __name__ == "__main__":

@@ -164,15 +164,30 @@ def _freeze(runner: Runner, box: Container, reader: Reader) -> JsonDict:
     before = _read(count)
     runner.pause(box)
     frozen = _poll(lambda: reader.frozen() is True, 10.0)
-    first = _read(count)
-    time.sleep(0.5)  # a running loop bumps the counter thousands of times in this window
-    second = _read(count)
+    # a running loop bumps the counter thousands of times in this window; sampled often, as a single read
+    # can land between the loop's truncate and its write and see an empty file (as often as 2 reads in 5)
+    paused = _counter_values(count, 0.5)
     state_while = reader.frozen()
     runner.resume(box)
     thawed = _poll(lambda: reader.frozen() is False, 10.0)
-    resumed = _poll(lambda: _read(count) != second, 10.0)
+    last = paused[-1] if paused else None
+    resumed = _poll(lambda: _read(count).strip() not in ("", last), 10.0)
     return {"counter_before": before, "frozen_reported": frozen, "state_while_paused": state_while,
-            "progress_while_paused": first != second, "thaw_reported": thawed, "progress_after_resume": resumed}
+            "values_while_paused": len(set(paused)), "progress_while_paused": len(set(paused)) > 1,
+            "thaw_reported": thawed, "progress_after_resume": resumed}
+
+
+def _counter_values(path: str, seconds: float) -> list[str]:
+    """The counter's values read every few ms over `seconds`, in order, empty reads left out."""
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    while True:
+        value = _read(path).strip()
+        if value:
+            seen.append(value)
+        if time.monotonic() > deadline:
+            return seen
+        time.sleep(0.01)
 
 
 def _cpu_window(reader: Reader, window: float) -> JsonDict:
