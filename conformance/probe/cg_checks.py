@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from conformance import PREFIX
 from conformance.probe import cgroupfs
@@ -191,18 +191,41 @@ def _counter_values(path: str, seconds: float) -> list[str]:
 
 
 def _cpu_window(reader: Reader, window: float) -> JsonDict:
-    """CPU accounting over `window` seconds of wall time, and the container's own CPU time beside it."""
+    """CPU accounting over `window` seconds of wall time, and the container's own CPU time beside it.
+
+    Each reading is stamped with the midpoint of clock reads taken just before and after it, and taken
+    again when those are far apart: a probe descheduled between a reading and its clock (a loaded host, a
+    TCG guest's vCPU) would otherwise compare counters and wall time of different intervals.
+    """
     procs = reader.procs()
-    start_stat, start_cpu, start = reader.read_all()["cpu.stat"], cputime_usec(procs), time.monotonic()
+    start_stat, start = _stamped(reader.cpu_stat)
+    start_cpu, _ = _stamped(lambda: cputime_usec(procs))
     time.sleep(window)
-    end_stat, end_cpu, end = reader.read_all()["cpu.stat"], cputime_usec(reader.procs()), time.monotonic()
+    end_stat, end = _stamped(reader.cpu_stat)
+    end_cpu, _ = _stamped(lambda: cputime_usec(reader.procs()))
     delta = {key: end_stat[key] - start_stat[key] for key in end_stat if key in start_stat}
     return {"wall_usec": int((end - start) * 1_000_000), "stat_delta": delta, "process_cpu_usec": end_cpu - start_cpu}
 
 
+_T = TypeVar("_T")
+
+
+def _stamped(read: Callable[[], _T], spread: float = 0.02, tries: int = 5) -> tuple[_T, float]:
+    """read() and the monotonic time it stands for; retaken (up to `tries`) while it took over `spread` s."""
+    for attempt in range(tries):
+        before = time.monotonic()
+        value = read()
+        after = time.monotonic()
+        if after - before <= spread or attempt == tries - 1:
+            break
+    return value, (before + after) / 2
+
+
 def _after(paths: dict[str, str], cid: str) -> JsonDict:
     """After the exit: which of the container's cgroup dirs still exist, and what is still inside them."""
-    deadline = time.monotonic() + 5.0  # engines remove the cgroup a moment after `run` returns
+    # engines remove the cgroup a moment after `run` returns; dockerd and containerd may take seconds when
+    # the host is loaded, and a sound engine is not kept waiting: the loop ends when the dirs are gone
+    deadline = time.monotonic() + 30.0
     while time.monotonic() < deadline and any(os.path.isdir(p) for p in paths.values()):
         time.sleep(0.05)
     left = {key: os.path.isdir(where) for key, where in paths.items()}
@@ -266,13 +289,16 @@ def _disk_dir(ctx: Context) -> tuple[str, str]:
 
 def _release(fifo: str, child: subprocess.Popen[bytes]) -> None:
     """Let the script past its checkpoint: it is blocked reading the fifo, so open it and write a line."""
-    deadline = time.monotonic() + 10.0
-    while time.monotonic() < deadline and child.poll() is None:
+    deadline = time.monotonic() + 30.0
+    while child.poll() is None:
         try:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as exc:
             if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
                 raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the container's script did not wait at {fifo} for 30 s after reaching "
+                                   "its checkpoint: its `at` helper never read the fifo") from None
             time.sleep(_POLL)
             continue
         try:

@@ -148,9 +148,7 @@ class Reader:
             weight = self._file("cpu.weight", "cpu", "cpu.weight")
             if weight is not None:
                 knobs["cpu.weight"] = int(weight)
-            stat = _keyed(self._file("cpu.stat", "cpu", "cpu.stat"))
-            knobs["cpu.stat"] = {k: stat[k] for k in ("usage_usec", "nr_periods", "nr_throttled",
-                                                       "throttled_usec") if k in stat}
+            knobs["cpu.stat"] = self.cpu_stat()
             return knobs
         cfs_quota = self._file("cpu.quota", "cpu", "cpu.cfs_quota_us")
         cfs_period = self._file("cpu.period", "cpu", "cpu.cfs_period_us")
@@ -161,15 +159,21 @@ class Reader:
         shares = self._file("cpu.shares", "cpu", "cpu.shares")
         if shares is not None:
             knobs["cpu.shares"] = int(shares)
+        knobs["cpu.stat"] = self.cpu_stat()
+        return knobs
+
+    def cpu_stat(self) -> dict[str, int]:
+        """usage_usec, nr_periods, nr_throttled and throttled_usec in v2's names and units, on v1 too."""
         stat = _keyed(self._file("cpu.stat", "cpu", "cpu.stat"))
+        if self.version == 2:
+            return {k: stat[k] for k in ("usage_usec", "nr_periods", "nr_throttled", "throttled_usec") if k in stat}
         cpu_stat: dict[str, int] = {k: stat[k] for k in ("nr_periods", "nr_throttled") if k in stat}
         if "throttled_time" in stat:
             cpu_stat["throttled_usec"] = stat["throttled_time"] // 1000
         usage = self._file("cpu.usage", "cpuacct", "cpuacct.usage")
         if usage is not None:
             cpu_stat["usage_usec"] = int(usage) // 1000
-        knobs["cpu.stat"] = cpu_stat
-        return knobs
+        return cpu_stat
 
     def frozen(self) -> bool | None:
         """Whether the freezer reports the cgroup frozen (None: no freezer here)."""

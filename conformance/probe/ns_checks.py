@@ -196,7 +196,7 @@ def container_init(cid: str) -> JsonDict:
     pids = container_processes(cid)
     if not pids:
         return {}
-    pid = pids[0]  # the oldest: the container's init (its children start later, with higher numbers)
+    pid = min(pids, key=_start_order)  # the oldest: the container's init (its children start later)
     seen: JsonDict = {"pid": pid, "ns": {}}
     try:
         seen["root"] = os.readlink(f"/proc/{pid}/root")
@@ -208,6 +208,15 @@ def container_init(cid: str) -> JsonDict:
     except OSError as exc:
         seen["error"] = str(exc)
     return seen
+
+
+def _start_order(pid: int) -> tuple[int, int]:
+    """When the process started (clock ticks since boot), then its PID: PIDs alone mislead once they wrap."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return int(handle.read().rpartition(")")[2].split()[19]), pid
+    except (OSError, IndexError, ValueError):
+        return 1 << 62, pid
 
 
 def _host_objects(ctx: Context, steps: set[str]) -> dict[str, str]:

@@ -28,7 +28,8 @@ run the probe writes /chan/host.env (shell assignments: HOST_PID, TCP_PORT, ABST
 MQ_NAME, HOST_MARK (a file beside the rootfs on the host, never bound in), as the host steps made them).
 A script that writes /chan/ready makes the probe do the "during" steps
 ("watch-mounts": is /chan/inner a mount point on the host now; "late-mount": mount a tmpfs with a file
-`marker` at /chan/late) and then create /chan/go, which the script waits for (`wait_go`).
+`marker` at /chan/late) and then create /chan/go, which the script waits for (`wait_go`, which then
+prints go=yes, or go=timeout when the host did not answer within 30 s).
 
 observation = {
   "exit": int | null,              the container's exit status (null when it never started);
@@ -60,7 +61,8 @@ USER_MAP: dict[str, list[list[int]]] = {"uid": [[0, 100000, 65536]], "gid": [[0,
 #: Shell helpers prepended to every script: `wait_go` hands over to the host steps and waits for them.
 PRELUDE = (
     ". /chan/host.env 2>/dev/null; "
-    "wait_go() { : > /chan/ready; n=0; while [ ! -e /chan/go ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; }; "
+    "wait_go() { : > /chan/ready; n=0; while [ ! -e /chan/go ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; "
+    "[ -e /chan/go ] && echo go=yes || echo go=timeout; }; "
 )
 
 

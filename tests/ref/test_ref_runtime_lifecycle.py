@@ -87,7 +87,8 @@ def test_a_timeout_kills_every_process_of_the_container(box: Box, pid_namespace:
     mounts = box.host_mounts()
     started = time.monotonic()
     result = box.run("readlink /proc/self/ns/pid; (sleep 100 &) ; sleep 100 & sleep 100", timeout=0.5)
-    assert result.status == 128 + signal.SIGKILL and time.monotonic() - started < 5, result
+    # the bound only tells "killed at the timeout" from "ran its 100 s": wide, as a loaded host is slow
+    assert result.status == 128 + signal.SIGKILL and time.monotonic() - started < 30, result
     assert processes_with(box.marker) == []
     if pid_namespace:
         assert processes_in(inode_of(result.out)) == []

@@ -74,7 +74,7 @@ def test_allocating_past_the_limit_is_oom_killed(target: Target) -> None:
     """A hog under 32 MiB (no swap) MUST die by SIGKILL (status 137) and oom_kill MUST count it."""
     script = f"{cg.MEMORY_HOG}; echo hog=$?; at after"
     seen = observe(target, cg.run(script, resources={"memory": {"limit": 32 * MIB, "swap": 32 * MIB}},
-                                  checkpoints={"after": ["read"]}), timeout=180)
+                                  checkpoints={"after": ["read"]}, timeout=150), timeout=180)
     run = first(seen)
     said = ran(target, run)
     target.expect("the hog's exit status", "137", said.get("hog"), hint="128 + SIGKILL: the OOM killer's signal")

@@ -34,6 +34,7 @@ def test_host_mount_made_later_is_invisible_inside(target: Target) -> None:
                                  host=["late-mount"]))
     said = ran(target, seen)
     target.expect("the host did its mount while the container waited", True, seen["host"]["during"]["ready"])
+    target.expect("the container looked after the host's mount (wait_go)", "yes", said.get("go"))
     target.expect("/chan/late/marker inside", "absent", said.get("late"),
                   hint="the rootfs propagation is private by default (runtime-spec rootfsPropagation)")
 
