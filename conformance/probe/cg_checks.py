@@ -94,7 +94,9 @@ def _run_once(runner: Runner, box: Container, params: JsonDict, found: list[cgro
     seen["started"] = os.path.exists(os.path.join(box.chan, "started"))
     seen["files"] = {name: _read(os.path.join(box.chan, name))[-4000:] for name in sorted(os.listdir(box.chan))
                      if name.startswith("out.")}
-    seen["after"] = _after(seen["paths"], box.cid)
+    # docker and podman remove the cgroup a moment after `run` returns, and dockerd or conmon may take
+    # seconds on a loaded host; the OCI runtimes remove it before they exit
+    seen["after"] = _after(seen["paths"], box.cid, found, 30.0 if isinstance(runner, EngineRunner) else 5.0)
     return seen
 
 
@@ -113,7 +115,7 @@ def _watch(child: subprocess.Popen[bytes], runner: Runner, box: Container, param
             name, steps = pending.pop(0)
             seen["at"][name] = _checkpoint(runner, box, steps, params, found, version, seen, ctx)
             init = init or seen["at"][name].get("init_pid")
-            _release(os.path.join(box.chan, f"go.{name}"), child)
+            _release(os.path.join(box.chan, f"go.{name}"), child, init)
             continue
         if init is not None and not pending and not os.path.exists(f"/proc/{init}"):
             init_gone = init_gone or now
@@ -165,7 +167,7 @@ def _freeze(runner: Runner, box: Container, reader: Reader) -> JsonDict:
     runner.pause(box)
     frozen = _poll(lambda: reader.frozen() is True, 10.0)
     # a running loop bumps the counter thousands of times in this window; sampled often, as a single read
-    # can land between the loop's truncate and its write and see an empty file (as often as 2 reads in 5)
+    # can land between the loop's truncate and its write and see an empty file (about half of them)
     paused = _counter_values(count, 0.5)
     state_while = reader.frozen()
     runner.resume(box)
@@ -212,6 +214,7 @@ _T = TypeVar("_T")
 
 def _stamped(read: Callable[[], _T], spread: float = 0.02, tries: int = 5) -> tuple[_T, float]:
     """read() and the monotonic time it stands for; retaken (up to `tries`) while it took over `spread` s."""
+    assert tries >= 1
     for attempt in range(tries):
         before = time.monotonic()
         value = read()
@@ -221,12 +224,13 @@ def _stamped(read: Callable[[], _T], spread: float = 0.02, tries: int = 5) -> tu
     return value, (before + after) / 2
 
 
-def _after(paths: dict[str, str], cid: str) -> JsonDict:
+def _after(paths: dict[str, str], cid: str, found: list[cgroupfs.Hierarchy], wait: float) -> JsonDict:
     """After the exit: which of the container's cgroup dirs still exist, and what is still inside them."""
-    # engines remove the cgroup a moment after `run` returns; dockerd and containerd may take seconds when
-    # the host is loaded, and a sound engine is not kept waiting: the loop ends when the dirs are gone
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline and any(os.path.isdir(p) for p in paths.values()):
+    # the probe's own cgroup (where a runtime that never moved the container in left it) never goes away:
+    # waiting for it would only make every such faulty run take the whole wait
+    waited = set(paths.values()) - set(container_paths(os.getpid(), found).values())
+    deadline = time.monotonic() + wait  # a sound runtime is not kept waiting: the loop ends when they are gone
+    while time.monotonic() < deadline and any(os.path.isdir(p) for p in waited):
         time.sleep(0.05)
     left = {key: os.path.isdir(where) for key, where in paths.items()}
     procs: set[int] = set()
@@ -287,10 +291,14 @@ def _disk_dir(ctx: Context) -> tuple[str, str]:
     return where, "/disk"
 
 
-def _release(fifo: str, child: subprocess.Popen[bytes]) -> None:
-    """Let the script past its checkpoint: it is blocked reading the fifo, so open it and write a line."""
+def _release(fifo: str, child: subprocess.Popen[bytes], init: int | None) -> None:
+    """Let the script past its checkpoint: it is blocked reading the fifo, so open it and write a line.
+
+    Nothing to release once the script is gone (the runtime may outlive it: crun without a PID namespace
+    waits for stragglers, and _watch deals with that).
+    """
     deadline = time.monotonic() + 30.0
-    while child.poll() is None:
+    while child.poll() is None and (init is None or os.path.exists(f"/proc/{init}")):
         try:
             fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as exc:

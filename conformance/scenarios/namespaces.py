@@ -55,6 +55,12 @@ from conformance.scenarios import Scenario
 #: What a container gets when a test does not say: every namespace but user, as `runc spec` writes them.
 DEFAULT_NAMESPACES = ("pid", "network", "ipc", "uts", "mount", "cgroup")
 
+#: The kernel's fallback tunnel devices: made in every new network namespace while their module is loaded
+#: and net.core.fb_tunnels_only_for_init_net is 0 (Documentation/admin-guide/sysctl/net.rst). They belong to
+#: the namespace (NETIF_F_NETNS_LOCAL), not to the host, and no runtime can leave them out.
+FALLBACK_TUNNELS = frozenset({"tunl0", "gre0", "gretap0", "erspan0", "sit0", "ip6tnl0", "ip6gre0",
+                              "ip_vti0", "ip6_vti0"})
+
 #: The user namespace the tests ask for: container root is host uid/gid 100000, 65536 ids mapped.
 USER_MAP: dict[str, list[list[int]]] = {"uid": [[0, 100000, 65536]], "gid": [[0, 100000, 65536]]}
 

@@ -8,12 +8,6 @@ from conformance.scenarios import namespaces as ns
 from conformance.suite.namespaces import ran
 from conformance.target import Target
 
-#: The kernel's fallback tunnel devices: made in every new network namespace while their module is loaded
-#: and net.core.fb_tunnels_only_for_init_net is 0 (Documentation/admin-guide/sysctl/net.rst). They belong to
-#: the namespace (NETIF_F_NETNS_LOCAL), not to the host, and no runtime can leave them out.
-FALLBACK_TUNNELS = frozenset({"tunl0", "gre0", "gretap0", "erspan0", "sit0", "ip6tnl0", "ip6gre0",
-                              "ip_vti0", "ip6_vti0"})
-
 
 @pytest.mark.clause("NS-NET-001")
 def test_new_network_namespace_has_only_lo(target: Target) -> None:
@@ -21,9 +15,9 @@ def test_new_network_namespace_has_only_lo(target: Target) -> None:
     script = "echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,)"
     said = ran(target, target.observe(ns.run(script)))
     listed = [name for name in str(said.get("ifaces") or "").split(",") if name]
-    if set(listed) & FALLBACK_TUNNELS:
-        target.note("fallback tunnels of the kernel, not counted", sorted(set(listed) & FALLBACK_TUNNELS))
-    target.expect("interfaces", ["lo"], [name for name in listed if name not in FALLBACK_TUNNELS],
+    if set(listed) & ns.FALLBACK_TUNNELS:
+        target.note("fallback tunnels of the kernel, not counted", sorted(set(listed) & ns.FALLBACK_TUNNELS))
+    target.expect("interfaces", ["lo"], [name for name in listed if name not in ns.FALLBACK_TUNNELS],
                   hint="network_namespaces(7): a new one has only lo")
 
 
