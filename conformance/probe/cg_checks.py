@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from conformance import PREFIX
 from conformance.probe import cgroupfs
 from conformance.probe.actions import Context, NotApplicable, action
-from conformance.probe.cg_view import Reader, container_paths, cputime_usec, relative_paths
+from conformance.probe.cg_view import Reader, container_paths, cputime_usec, relative_paths, waited_usec
 from conformance.probe.ns_checks import _tar, busybox_rootfs, container_init, container_processes
 from conformance.probe.ns_runners import Container, EngineRunner, Runner, runner_for
 
@@ -202,11 +202,15 @@ def _cpu_window(reader: Reader, window: float) -> JsonDict:
     procs = reader.procs()
     start_stat, start = _stamped(reader.cpu_stat)
     start_cpu, _ = _stamped(lambda: cputime_usec(procs))
+    start_wait = waited_usec(procs)
     time.sleep(window)
     end_stat, end = _stamped(reader.cpu_stat)
     end_cpu, _ = _stamped(lambda: cputime_usec(reader.procs()))
+    end_wait = waited_usec(procs)
     delta = {key: end_stat[key] - start_stat[key] for key in end_stat if key in start_stat}
-    return {"wall_usec": int((end - start) * 1_000_000), "stat_delta": delta, "process_cpu_usec": end_cpu - start_cpu}
+    waited = sum(end_wait[pid] - start_wait[pid] for pid in end_wait if pid in start_wait) if end_wait else None
+    return {"wall_usec": int((end - start) * 1_000_000), "stat_delta": delta, "process_cpu_usec": end_cpu - start_cpu,
+            "waited_usec": waited}
 
 
 _T = TypeVar("_T")

@@ -206,3 +206,17 @@ def cputime_usec(pids: list[int]) -> int:
                 fields = handle.read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
     return total * 1_000_000 // ticks
+
+
+def waited_usec(pids: list[int]) -> dict[int, int]:
+    """Per live process, the time it has spent runnable but waiting for a CPU (schedstat run_delay), in µs.
+
+    Time a process sits in a throttled cgroup counts as waiting too, so waiting beyond the cgroup's
+    throttled time is what other load took from it. Empty where the kernel keeps no schedstat.
+    """
+    found: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError), \
+                open(f"/proc/{pid}/schedstat", encoding="utf-8") as handle:
+            found[pid] = int(handle.read().split()[1]) // 1000
+    return found

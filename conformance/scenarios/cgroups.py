@@ -36,7 +36,8 @@ observation = {
                   "probe_cgroup": {...} the probe's own (the OCI runtimes' parent),
                   "knobs": {...see conformance/probe/cg_view.py...}, "files": {knob: file read},
                   "raw": {file: text}, "procs": int (in cgroup.procs),
-                  "freeze": {...} (step "freeze"), "cpu": {"wall_usec", "stat_delta", "process_cpu_usec"}}},
+                  "freeze": {...} (step "freeze"), "cpu": {"wall_usec", "stat_delta", "process_cpu_usec",
+                  "waited_usec" (schedstat run_delay of its processes; null without schedstat)}}},
     "after": {"exists": {controller: bool}, "procs_left": int, "container_processes": int},
     "lingered": bool,   the runtime was still running 10 s after the first process exited, so the probe
                         deleted the container (runc/crun `delete --force`, `rm --force`) before looking;
