@@ -69,15 +69,22 @@ def one_run(workdir: Path, impls: list[str], extra: list[str], keyword: str) -> 
 
 
 def faulty_outcomes(results: list[dict[str, object]], clauses: list[str]) -> dict[str, str]:
-    """Each clause's faulty reference variant in one run: caught (fail), n/a (it and the sound run skip),
-    or what it got instead (pass, error, a skip the sound run did not have, no result)."""
+    """Each clause's faulty reference variant in one run: caught (fail), n/a (it and the sound run both
+    skip, or both could not decide: a host too busy), or what it got instead (pass, an error or skip the
+    sound run did not have, no result)."""
     outcomes = {}
     for clause in clauses:
-        sound = next((r["verdict"] for r in results if r["clause"] == clause and r["implementation"] == "ref"
-                      and not r["fault"]), None)
-        got = next((r["verdict"] for r in results if r["clause"] == clause and r["fault"]), None)
-        outcomes[clause] = ("caught" if got == "fail" else "n/a" if got == sound == "skip"
-                            else str(got or "no result"))
+        for host in sorted({str(r["host"]) for r in results if r["clause"] == clause}) or ["-"]:
+            sound = next((r["verdict"] for r in results if r["clause"] == clause and r["host"] == host
+                          and r["implementation"] == "ref" and not r["fault"]), None)
+            got = next((r["verdict"] for r in results if r["clause"] == clause and r["host"] == host
+                        and r["fault"]), None)
+            outcome = ("caught" if got == "fail" else "n/a" if got == sound and got in ("skip", "error")
+                       else str(got or "no result"))
+            # one outcome per clause and run: the worst of the hosts' (n/a, then caught, then anything else)
+            rank = {"n/a": 0, "caught": 1}
+            if clause not in outcomes or rank.get(outcome, 2) > rank.get(outcomes[clause], 2):
+                outcomes[clause] = outcome
     return outcomes
 
 
