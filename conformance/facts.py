@@ -59,7 +59,14 @@ def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
     before its first test. The result keeps the hosts' order, whatever order they answered in.
     """
     found = HostFacts()
-    answers = at_once(lambda host: _ask(host, short_id, timeout), hosts)
+    clients = [ProbeClient(host, host_side_id(short_id, host.name), timeout) for host in hosts]
+    try:
+        answers = at_once(lambda pair: _ask(*pair), list(zip(hosts, clients, strict=True)))
+    except BaseException:
+        # Ctrl-C or SIGTERM while the hosts were asked: the run never gets to its end-of-run sweep, and the
+        # threads finished shipping their probes before the interrupt got here, so take them back now
+        at_once(_quietly_clean, clients)
+        raise
     for host, (client, facts, unreachable, error) in zip(hosts, answers, strict=True):
         found.specs[host.name] = host.spec
         if unreachable is not None:
@@ -72,9 +79,8 @@ def gather(hosts: Sequence[Host], short_id: str, timeout: float) -> HostFacts:
     return found
 
 
-def _ask(host: Host, short_id: str, timeout: float) -> tuple[ProbeClient, dict[str, Any], str | None, str | None]:
+def _ask(host: Host, client: ProbeClient) -> tuple[ProbeClient, dict[str, Any], str | None, str | None]:
     """One host's probe client and facts, or why not: (client, facts, unreachable, error)."""
-    client = ProbeClient(host, host_side_id(short_id, host.name), timeout)
     try:
         observation = client.call([Scenario("facts.gather")], "kernel")[0]
     except HostUnreachable as exc:
@@ -92,6 +98,13 @@ def _ask(host: Host, short_id: str, timeout: float) -> tuple[ProbeClient, dict[s
 def _quietly_remove(client: ProbeClient) -> None:
     with contextlib.suppress(HostError):
         client.remove_bundle()
+
+
+def _quietly_clean(client: ProbeClient) -> None:
+    """Sweep what this run's probe made on the host and remove the probe, as far as the host answers."""
+    with contextlib.suppress(HostError):
+        client.sweep(client.run_id)
+    _quietly_remove(client)
 
 
 def from_controller(hosts: Sequence[Host], shared: Mapping[str, Any], short_id: str, timeout: float) -> HostFacts:

@@ -10,13 +10,17 @@ deliberately faulty variant of that clause. State lives in config.stash, never i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -126,6 +130,32 @@ def _suite_selected(config: pytest.Config) -> bool:
     return "conformance.suite" in args or "conformance/suite" in args
 
 
+_SIGTERM = pytest.StashKey[Any]()
+
+
+def _sigterm_as_ctrl_c(config: pytest.Config) -> None:
+    """A plain `pytest` run of the suite ends on SIGTERM (a `timeout`, a cancelled job) as on Ctrl-C.
+
+    pytest then still sweeps the hosts and removes the probe, which Python's default for SIGTERM skips.
+    Only where nobody chose a handler already (`conformance run` installs its own) and in the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, interrupt)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Give SIGTERM back its handler from before the run."""
+    previous = config.stash.get(_SIGTERM, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register markers; when the suite runs, resolve hosts, gather facts and load the catalogue."""
     config.addinivalue_line("markers", "clause(id): the clause (catalogue ID) this test checks")
@@ -138,6 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", "xdist_group(name): keep tests of one host on one xdist worker")
     if not _suite_selected(config) or config.getoption("help", default=False):
         return
+    _sigterm_as_ctrl_c(config)
     try:
         level = Level(str(_option(config, "conformance_level")).upper())
     except ValueError:
@@ -484,7 +515,30 @@ def _cleanup_hosts(state: RunState) -> None:
     names (host_side_id), so hosts that are one machine do not remove each other's probe mid-sweep.
     """
     clients = list(state.hosts.clients.items())
+    with _sigterm_held():
+        _sweep_and_remove(clients)
 
+
+@contextlib.contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """SIGTERM (a job runner's first or repeated one) must not cut the cleanup short: ignored until done.
+
+    The run is ending anyway, and the cleanup's host calls have timeouts of their own. Ctrl-C still
+    stops it, for a user who would rather run `conformance clean` later.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # a handler that does nothing, not SIG_IGN: the ssh and probe processes the cleanup starts would
+    # inherit an ignored SIGTERM, and their own timeouts could no longer stop them
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sweep_and_remove(clients: list[tuple[str, ProbeClient]]) -> None:
     def sweep(name: str, client: ProbeClient) -> bool:
         try:
             observation = client.sweep(client.run_id)  # this host's names only: see host_side_id

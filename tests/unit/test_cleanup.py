@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conformance import facts
 from conformance.hosts import renamed, resolve
+from conformance.plugin import _sigterm_held
 from conformance.probe.clean import leftover_cgroups, leftover_mounts, leftover_paths
 from conformance.scenarios import Scenario
 from conformance.transport import ProbeClient, ProbeTimeout, build_bundle
@@ -35,6 +37,27 @@ def test_probe_timeout_cleans_up() -> None:
         client.call([Scenario("selftest.hold", {"seconds": 30})], "kernel", timeout=2)
     client.remove_bundle()
     assert _leftovers("unittimeout") == []
+
+
+def test_an_interrupt_while_facts_are_gathered_takes_the_probes_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM that lands while the hosts are asked for facts (before the run has a state to sweep
+    at its end) still leaves nothing on the hosts: the probes the threads shipped are removed."""
+    real = facts.at_once
+    calls: list[int] = []
+
+    def interrupted_after_the_work(work: Any, items: Any) -> Any:
+        calls.append(len(items))
+        answers = real(work, items)
+        if len(calls) == 1:  # the gathering itself: the probes are on the hosts now
+            assert any("-probe-" in p for p in leftover_paths("unitgather")), "the probe was never shipped"
+            raise KeyboardInterrupt("signal 15")
+        return answers
+
+    monkeypatch.setattr(facts, "at_once", interrupted_after_the_work)
+    with pytest.raises(KeyboardInterrupt):
+        facts.gather(resolve(["local://"]), "unitgather", 60)
+    assert calls == [1, 1]  # the gathering, then taking the probes back
+    assert _leftovers("unitgather") == []
 
 
 def test_clean_removes_what_a_killed_probe_left(tmp_path: Path) -> None:
@@ -91,12 +114,19 @@ def test_hosts_sharing_a_kernel_sweep_only_their_own_names() -> None:
     assert _leftovers("unitshare") == []
 
 
-def test_sigterm_to_a_run_still_sweeps_and_removes_the_probe(tmp_path: Path) -> None:
-    """`conformance run` stopped with SIGTERM part-way (a `timeout`, a cancelled CI job) cleans up as Ctrl-C does."""
-    short = "unitterm"
-    run = subprocess.Popen([*conformance_cli(), "run", "--area", "host", "--impl", "kernel", "--report-dir",
-                            str(tmp_path), "--run-id", f"20261206T000000Z_{short}"],
-                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@pytest.mark.parametrize("how", ["conformance run", "plain pytest"])
+def test_sigterm_to_a_run_still_sweeps_and_removes_the_probe(tmp_path: Path, how: str) -> None:
+    """A run stopped with SIGTERM part-way (a `timeout`, a cancelled CI job) cleans up as Ctrl-C does.
+
+    Both ways in: the CLI, and pytest run on the suite directly, where the plugin installs the handler.
+    """
+    short = "unitterm" if how == "conformance run" else "unittrmp"
+    selection = ["--area", "host", "--impl", "kernel", "--report-dir", str(tmp_path),
+                 "--run-id", f"20261206T000000Z_{short}"]
+    argv = [*conformance_cli(), "run", *selection] if how == "conformance run" else \
+        [sys.executable, "-m", "pytest", "--pyargs", "conformance.suite", "-p", "no:cacheprovider", "--noconftest",
+         *selection]
+    run = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
         while not any("-probe-" in p for p in leftover_paths(short)):  # the probe is on the host: the run is going
@@ -108,8 +138,30 @@ def test_sigterm_to_a_run_still_sweeps_and_removes_the_probe(tmp_path: Path) -> 
     finally:
         if run.poll() is None:
             run.kill()
-    assert run.returncode == 2, output[-2000:]  # the run did not complete
+    # the run did not complete: the CLI says 2, pytest its own "interrupted"
+    assert run.returncode == (2 if how == "conformance run" else pytest.ExitCode.INTERRUPTED), output[-2000:]
     deadline = time.monotonic() + 30  # a probe that was mid-scenario finishes it and cleans its own sandbox
     while _leftovers(short) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _leftovers(short) == [], output[-2000:]
+
+
+def test_sigterm_during_the_end_of_run_cleanup_does_not_cut_it_short() -> None:
+    """The sweep holds SIGTERM off (a job runner may send it again), and gives the handler back after."""
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with _sigterm_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs between bytecodes: it had its chance
+            child = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True,
+                                   check=True)
+        assert int(child.stdout.split()[1], 16) & (1 << (signal.SIGTERM - 1)) == 0  # children may still be stopped
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
