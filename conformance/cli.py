@@ -7,23 +7,21 @@ click's plugins, and every dependency we add is one more thing on every controll
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import importlib.util
 import json
 import re
 import secrets
-import signal
 import sys
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from conformance import __version__, overlay_cli
 from conformance.clauses import AREAS, CatalogueError, load_catalogue
 from conformance.explore import commands as ref_commands
+from conformance.interrupts import sigterm_as_ctrl_c
 from conformance.verdicts import (
     EXIT_CONFORMANT,
     EXIT_NOT_CONFORMANT,
@@ -201,24 +199,6 @@ def _inventory_workers(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM (a `timeout`, a cancelled CI job) ends the run as Ctrl-C does.
-
-    pytest then still sweeps the hosts and removes the probe; Python's default for SIGTERM would end the
-    process without either.
-    """
-
-    def interrupt(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the suite through pytest in this process and turn the results into the exit code."""
     import pytest  # noqa: PLC0415
@@ -252,7 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers:
         argv += ["-n", args.workers, "--dist", "loadgroup"]
     argv += args.pytest_args
-    with _sigterm_as_ctrl_c():
+    with sigterm_as_ctrl_c():
         code = pytest.main(argv)
     results_path = report_dir / run_id / "results.json"
     if code in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.INTERRUPTED) \

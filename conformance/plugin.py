@@ -14,13 +14,10 @@ import contextlib
 import datetime as dt
 import json
 import secrets
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -30,6 +27,7 @@ from conformance import facts as host_facts
 from conformance.clauses import AREAS, Catalogue, Clause, load_catalogue
 from conformance.deviations import Deviation, find, load
 from conformance.hosts import HostSelectionError, Inventory, check_host_name, read_inventory, renamed, resolve
+from conformance.interrupts import sigterm_as_ctrl_c, sigterm_held
 from conformance.results import Collector, document
 from conformance.selection import HostSelection, check_run_id, host_selections, short_id_of
 from conformance.target import Target, TargetParam
@@ -130,30 +128,14 @@ def _suite_selected(config: pytest.Config) -> bool:
     return "conformance.suite" in args or "conformance/suite" in args
 
 
-_SIGTERM = pytest.StashKey[Any]()
-
-
-def _sigterm_as_ctrl_c(config: pytest.Config) -> None:
-    """A plain `pytest` run of the suite ends on SIGTERM (a `timeout`, a cancelled job) as on Ctrl-C.
-
-    pytest then still sweeps the hosts and removes the probe, which Python's default for SIGTERM skips.
-    Only where nobody chose a handler already (`conformance run` installs its own) and in the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def interrupt(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    config.stash[_SIGTERM] = signal.signal(signal.SIGTERM, interrupt)
+_SIGTERM = pytest.StashKey[contextlib.ExitStack]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Give SIGTERM back its handler from before the run."""
-    previous = config.stash.get(_SIGTERM, None)
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+    held = config.stash.get(_SIGTERM, None)
+    if held is not None:
+        held.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -168,7 +150,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", "xdist_group(name): keep tests of one host on one xdist worker")
     if not _suite_selected(config) or config.getoption("help", default=False):
         return
-    _sigterm_as_ctrl_c(config)
+    # plain `pytest` on the suite gets what `conformance run` gets: SIGTERM ends the run as Ctrl-C does
+    config.stash[_SIGTERM] = contextlib.ExitStack()
+    config.stash[_SIGTERM].enter_context(sigterm_as_ctrl_c())
     try:
         level = Level(str(_option(config, "conformance_level")).upper())
     except ValueError:
@@ -515,30 +499,7 @@ def _cleanup_hosts(state: RunState) -> None:
     names (host_side_id), so hosts that are one machine do not remove each other's probe mid-sweep.
     """
     clients = list(state.hosts.clients.items())
-    with _sigterm_held():
-        _sweep_and_remove(clients)
 
-
-@contextlib.contextmanager
-def _sigterm_held() -> Iterator[None]:
-    """SIGTERM (a job runner's first or repeated one) must not cut the cleanup short: ignored until done.
-
-    The run is ending anyway, and the cleanup's host calls have timeouts of their own. Ctrl-C still
-    stops it, for a user who would rather run `conformance clean` later.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    # a handler that does nothing, not SIG_IGN: the ssh and probe processes the cleanup starts would
-    # inherit an ignored SIGTERM, and their own timeouts could no longer stop them
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _sweep_and_remove(clients: list[tuple[str, ProbeClient]]) -> None:
     def sweep(name: str, client: ProbeClient) -> bool:
         try:
             observation = client.sweep(client.run_id)  # this host's names only: see host_side_id
@@ -572,7 +533,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.hosts.unreachable and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # plain pytest must not call an unreached host a pass
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    _cleanup_hosts(state)
+    with sigterm_held():  # the run is ending: a repeated SIGTERM must not cut the sweep short
+        _cleanup_hosts(state)
     if state.report_dir is None:
         return
     from conformance.report.model import Results  # noqa: PLC0415  (report/ is only needed at the end)

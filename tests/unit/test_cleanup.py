@@ -17,7 +17,7 @@ import pytest
 
 from conformance import facts
 from conformance.hosts import renamed, resolve
-from conformance.plugin import _sigterm_held
+from conformance.interrupts import sigterm_held
 from conformance.probe.clean import leftover_cgroups, leftover_mounts, leftover_paths
 from conformance.scenarios import Scenario
 from conformance.transport import ProbeClient, ProbeTimeout, build_bundle
@@ -153,7 +153,7 @@ def test_sigterm_during_the_end_of_run_cleanup_does_not_cut_it_short() -> None:
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        with _sigterm_held():
+        with sigterm_held():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.1)  # the handler runs between bytecodes: it had its chance
             child = subprocess.run(["sh", "-c", "grep SigIgn /proc/self/status"], capture_output=True, text=True,
